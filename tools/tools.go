@@ -1,0 +1,9 @@
+//go:build tools
+
+// Package tools pins binaries that knet builds from the Kubernetes module at the same version as
+// the embedded control plane: agnhost (upstream test image, run as `/agnhost` in pods).
+package tools
+
+import (
+	_ "k8s.io/kubernetes/test/images/agnhost"
+)
