@@ -1,0 +1,248 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// guardProtocol marks the routes this package adds on the host so that teardown removes only
+// them (rtnetlink protocol numbers above 4 are free for daemons; 0x4b = 'K').
+const guardProtocol netlink.RouteProtocol = 0x4b
+
+// CheckAddressSpace fails when the cluster's ranges collide with a route the host already has
+// (another bridge, a VPN, the uplink), because knet would then capture or leak that traffic.
+func CheckAddressSpace(l Layout) error {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return fmt.Errorf("list host routes: %w", err)
+	}
+	br, _ := netlink.LinkByName(l.Bridge)
+	for _, r := range routes {
+		if r.Dst == nil || r.Protocol == guardProtocol || (br != nil && r.LinkIndex == br.Attrs().Index) {
+			continue
+		}
+		dst, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		p := netip.PrefixFrom(dst.Unmap(), ones)
+		for what, mine := range map[string]netip.Prefix{"underlay": l.Underlay, "pod CIDR": l.PodCIDR} {
+			if p.Overlaps(mine) {
+				return fmt.Errorf("the cluster's %s %s overlaps the host route %s; remove that route or use another --name (each name gets its own ranges)", what, mine, p)
+			}
+		}
+	}
+	return nil
+}
+
+// SetupUnderlay creates the host bridge, one network namespace per node joined to it by a veth,
+// and the host's guard route for the Service CIDR. Node namespaces get an address on eth0, lo up
+// and IPv4 forwarding, and no default route: nothing in them can reach beyond the underlay.
+// It is idempotent, so a restarted daemon can call it again.
+func SetupUnderlay(l Layout) error {
+	br, err := ensureBridge(l)
+	if err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		if err := ensureNode(l, n, br); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+	}
+	guard := &netlink.Route{Dst: prefixNet(l.ServiceCIDR), Type: unix.RTN_UNREACHABLE, Protocol: guardProtocol}
+	if err := netlink.RouteAdd(guard); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add guard route for Service CIDR %s: %w", l.ServiceCIDR, err)
+	}
+	return nil
+}
+
+func ensureBridge(l Layout) (netlink.Link, error) {
+	br, err := netlink.LinkByName(l.Bridge)
+	if err != nil {
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = l.Bridge
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create underlay bridge %s: %w", l.Bridge, err)
+		}
+		if br, err = netlink.LinkByName(l.Bridge); err != nil {
+			return nil, fmt.Errorf("find underlay bridge %s: %w", l.Bridge, err)
+		}
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(l.Gateway.AsSlice()), Mask: net.CIDRMask(l.Underlay.Bits(), 32)}}
+	if err := netlink.AddrReplace(br, addr); err != nil {
+		return nil, fmt.Errorf("address %s on bridge %s: %w", addr, l.Bridge, err)
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("bring up bridge %s: %w", l.Bridge, err)
+	}
+	return br, nil
+}
+
+func ensureNode(l Layout, n NodeLayout, br netlink.Link) error {
+	ns, err := netns.GetFromName(n.Netns)
+	if err != nil {
+		if ns, err = newNamedNetns(n.Netns); err != nil {
+			return err
+		}
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", n.Netns, err)
+	}
+	defer h.Close()
+
+	if _, err := h.LinkByName("eth0"); err != nil {
+		// A leftover host end from a crashed run blocks the name; it is ours by name and bridge.
+		if old, err := netlink.LinkByName(n.HostVeth); err == nil {
+			_ = netlink.LinkDel(old)
+		}
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name = n.HostVeth
+		attrs.MasterIndex = br.Attrs().Index
+		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: "eth0", PeerNamespace: netlink.NsFd(ns)}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("create veth %s: %w", n.HostVeth, err)
+		}
+	}
+	host, err := netlink.LinkByName(n.HostVeth)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", n.HostVeth, err)
+	}
+	if err := netlink.LinkSetMaster(host, br); err != nil {
+		return fmt.Errorf("attach %s to %s: %w", n.HostVeth, l.Bridge, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("bring up %s: %w", n.HostVeth, err)
+	}
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		return fmt.Errorf("find eth0: %w", err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(n.IP.AsSlice()), Mask: net.CIDRMask(l.Underlay.Bits(), 32)}}
+	if err := h.AddrReplace(eth0, addr); err != nil {
+		return fmt.Errorf("address %s on eth0: %w", addr, err)
+	}
+	for _, name := range []string{"lo", "eth0"} {
+		link, err := h.LinkByName(name)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", name, err)
+		}
+		if err := h.LinkSetUp(link); err != nil {
+			return fmt.Errorf("bring up %s: %w", name, err)
+		}
+	}
+	return inNetns(ns, func() error {
+		for key, val := range map[string]string{
+			"net/ipv4/ip_forward":                 "1",
+			"net/ipv4/conf/all/route_localnet":    "1", // NodePort on 127.0.0.1 inside the node
+			"net/bridge/bridge-nf-call-iptables":  "1",
+			"net/bridge/bridge-nf-call-ip6tables": "1",
+			"net/ipv4/conf/all/rp_filter":         "0",
+			"net/ipv4/conf/default/rp_filter":     "0",
+		} {
+			if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(val), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("sysctl %s=%s: %w", key, val, err)
+			}
+		}
+		return nil
+	})
+}
+
+// newNamedNetns creates /run/netns/<name> without leaving the calling thread in it.
+func newNamedNetns(name string) (netns.NsHandle, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return 0, fmt.Errorf("current netns: %w", err)
+	}
+	defer orig.Close()
+	ns, err := netns.NewNamed(name)
+	if err != nil {
+		return 0, fmt.Errorf("create netns %s: %w", name, err)
+	}
+	if err := netns.Set(orig); err != nil {
+		ns.Close()
+		return 0, fmt.Errorf("return to host netns: %w", err)
+	}
+	return ns, nil
+}
+
+// inNetns runs fn on a thread inside ns. The thread is discarded afterwards if it cannot be
+// returned to its original namespace.
+func inNetns(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// TeardownUnderlay removes the node namespaces, their veths, the bridge and, when no other
+// cluster remains, the guard route. Missing objects are not errors: it also cleans up after a
+// crash half-way through setup.
+func TeardownUnderlay(l Layout, lastCluster bool) error {
+	var errs []error
+	for _, n := range l.Nodes {
+		if link, err := netlink.LinkByName(n.HostVeth); err == nil {
+			if err := netlink.LinkDel(link); err != nil {
+				errs = append(errs, fmt.Errorf("delete %s: %w", n.HostVeth, err))
+			}
+		}
+		if err := netns.DeleteNamed(n.Netns); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("delete netns %s: %w", n.Netns, err))
+		}
+	}
+	if br, err := netlink.LinkByName(l.Bridge); err == nil {
+		if err := netlink.LinkDel(br); err != nil {
+			errs = append(errs, fmt.Errorf("delete bridge %s: %w", l.Bridge, err))
+		}
+	}
+	// Routes via the bridge vanish with it; the guard route and any pod routes we added with
+	// our protocol number that are left (e.g. via a deleted link) are removed explicitly.
+	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: guardProtocol}, netlink.RT_FILTER_PROTOCOL)
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		dst, _ := netip.AddrFromSlice(r.Dst.IP)
+		ones, _ := r.Dst.Mask.Size()
+		p := netip.PrefixFrom(dst.Unmap(), ones)
+		if (p == l.ServiceCIDR && lastCluster) || l.PodCIDR.Overlaps(p) {
+			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
