@@ -35,6 +35,9 @@ func CheckAddressSpace(l Layout) error {
 			continue
 		}
 		ones, _ := r.Dst.Mask.Size()
+		if ones == 0 {
+			continue // the default route is not a collision: cluster ranges are more specific
+		}
 		p := netip.PrefixFrom(dst.Unmap(), ones)
 		for what, mine := range map[string]netip.Prefix{"underlay": l.Underlay, "pod CIDR": l.PodCIDR} {
 			if p.Overlaps(mine) {
