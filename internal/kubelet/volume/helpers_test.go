@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -30,7 +31,7 @@ func newEnv(t *testing.T, objs ...runtime.Object) *env {
 	client := fake.NewClientset(objs...)
 	clk := clocktesting.NewFakeClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	root := t.TempDir()
-	m, err := NewManager(Config{Client: client, RootDir: root, NodeName: "node-1", Clock: clk})
+	m, err := NewManager(Config{Client: client, RootDir: root, NodeName: "node-1", Clock: clk, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("NewManager: %v", err)
 	}

@@ -57,9 +57,19 @@ func (m *Manager) containerMounts(ctx context.Context, pod *corev1.Pod, c *corev
 			}
 		}
 		if subPath != "" {
-			var err error
-			if source, err = resolveSubPath(source, subPath); err != nil {
+			resolved, err := resolveSubPath(source, subPath)
+			if err != nil {
 				return nil, fmt.Errorf("container %q volume %q: %w", c.Name, vm.Name, err)
+			}
+			source = resolved
+			if k.projected() {
+				// Only this package writes these volumes (containers mount
+				// them read-only), so the path through the volume's own
+				// ..data symlink is safe to bind. It stays valid after an
+				// update removes the old timestamped directory: the bind
+				// made at container start pins the file it found, and a
+				// restarted container gets the current one.
+				source = filepath.Join(m.volumeDir(pod.UID, vm.Name), filepath.Clean(subPath))
 			}
 		}
 		target := vm.MountPath
@@ -105,8 +115,9 @@ func expandSubPath(expr string, env map[string]string) (string, error) {
 // resolveSubPath returns the node path to bind for a subPath of a volume.
 // Like the kubelet it rejects absolute paths and "..", creates a missing
 // subPath as a directory, and refuses a path whose symlinks lead outside the
-// volume. The result is the resolved path, so a subPath into a configMap
-// volume pins today's file (subPath mounts see no updates, as upstream).
+// volume. The result has every symlink resolved, so a container cannot swap
+// a directory of a writable volume for a symlink between this check and the
+// bind mount and make the runtime follow it.
 func resolveSubPath(volumePath, subPath string) (string, error) {
 	if filepath.IsAbs(subPath) {
 		return "", fmt.Errorf("subPath %q must be a relative path", subPath)
