@@ -1,0 +1,88 @@
+package kubelet
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func TestImageMapLookup(t *testing.T) {
+	m := DefaultImages("/usr/bin/knet", "/opt/agnhost")
+	m.Set("example.com/team", Image{Entrypoint: []string{"/team"}})
+	m.Set("example.com/team/special", Image{Entrypoint: []string{"/special"}})
+	tests := []struct {
+		ref        string
+		ok         bool
+		entrypoint []string
+		binary     string
+	}{
+		{"registry.k8s.io/e2e-test-images/agnhost:2.53", true, []string{"/agnhost"}, "/opt/agnhost"},
+		{"registry.k8s.io/e2e-test-images/agnhost@sha256:abcd", true, []string{"/agnhost"}, "/opt/agnhost"},
+		{"registry.k8s.io/pause:3.10", true, []string{"/knet", "pause"}, "/usr/bin/knet"},
+		{"knet", true, []string{"/knet"}, "/usr/bin/knet"},
+		{"ghcr.io/someone/knet:v1", true, []string{"/knet"}, "/usr/bin/knet"},
+		{"localhost:5000/knet", true, []string{"/knet"}, "/usr/bin/knet"},
+		{"example.com/team/app:1", true, []string{"/team"}, ""},
+		{"example.com/team/special:1", true, []string{"/special"}, ""},
+		{"example.com/teamx", false, nil, ""},
+		{"busybox:1.36", false, nil, ""},
+		{"registry.k8s.io/e2e-test-images/agnhostx:1", false, nil, ""},
+	}
+	for _, tc := range tests {
+		img, ok := m.Lookup(tc.ref)
+		if ok != tc.ok {
+			t.Errorf("Lookup(%q) ok = %v, want %v", tc.ref, ok, tc.ok)
+			continue
+		}
+		if !reflect.DeepEqual(img.Entrypoint, tc.entrypoint) || img.Binary != tc.binary {
+			t.Errorf("Lookup(%q) = %+v, want entrypoint %v binary %q", tc.ref, img, tc.entrypoint, tc.binary)
+		}
+	}
+}
+
+func TestLoadImageMap(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "busybox")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "images.yaml")
+	content := "- image: docker.io/library/busybox\n  binary: " + bin + "\n  entrypoint: [/busybox]\n  cmd: [sh]\n" +
+		"- image: registry.k8s.io/pause\n  entrypoint: [/bin/sleep, infinity]\n"
+	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadImageMap(file, DefaultImages("/k", "/a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, ok := m.Lookup("docker.io/library/busybox:1.36")
+	if !ok || img.Binary != bin || img.Path != "/busybox" || !reflect.DeepEqual(img.Cmd, []string{"sh"}) {
+		t.Errorf("busybox = %+v, %v", img, ok)
+	}
+	// The file's entry replaces the default rule for the same image.
+	img, _ = m.Lookup("registry.k8s.io/pause:3.10")
+	if !reflect.DeepEqual(img.Entrypoint, []string{"/bin/sleep", "infinity"}) {
+		t.Errorf("pause = %+v, want the file's entrypoint", img)
+	}
+	// Defaults the file does not mention stay.
+	if _, ok := m.Lookup("registry.k8s.io/e2e-test-images/agnhost:2.53"); !ok {
+		t.Error("agnhost mapping lost")
+	}
+
+	for name, bad := range map[string]string{
+		"unknown field":  "- image: x\n  entrypont: [/x]\n",
+		"missing binary": "- image: x\n  binary: " + filepath.Join(dir, "nope") + "\n",
+		"no image":       "- entrypoint: [/x]\n",
+		"relative path":  "- image: x\n  path: x\n",
+	} {
+		f := filepath.Join(dir, "bad.yaml")
+		if err := os.WriteFile(f, []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadImageMap(f, ImageMap{}); err == nil {
+			t.Errorf("%s: LoadImageMap accepted %q", name, bad)
+		}
+	}
+}
