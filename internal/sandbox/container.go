@@ -101,7 +101,7 @@ func (s *Sandbox) startContainer(cfg ContainerConfig) (*Container, error) {
 
 	var term *os.File
 	if cfg.TTY {
-		if c.tty, term, err = openPTY(); err != nil {
+		if c.tty, term, err = openPTY(s.ptmxPath()); err != nil {
 			errW.Close()
 			return nil, err
 		}
@@ -152,6 +152,8 @@ func (s *Sandbox) startContainer(cfg ContainerConfig) (*Container, error) {
 	}
 
 	startErr := readSetupResult(errR)
+	// Read by now (or never to be); it holds the environment, so do not keep it.
+	os.Remove(specFile)
 	c.startedAt = time.Now()
 	s.mu.Lock()
 	removed := s.removed
@@ -332,7 +334,7 @@ func (c *Container) Exec(ctx context.Context, e ExecConfig) (int, error) {
 
 	var master, term *os.File
 	if e.TTY {
-		if master, term, err = openPTY(); err != nil {
+		if master, term, err = openPTY(c.sb.ptmxPath()); err != nil {
 			return -1, fmt.Errorf("exec in container %s: %w", c.name, err)
 		}
 		defer master.Close()

@@ -57,9 +57,9 @@ func setUpPod(specPath string) error {
 	if err := readJSON(specPath, &spec); err != nil {
 		return err
 	}
-	// Slave, not private: a volume the kubelet mounts on the host after the pod
-	// started still reaches this namespace (and so later containers), while
-	// nothing mounted here propagates back to the host.
+	// Slave, not private: nothing mounted here propagates back to the host,
+	// but a mount the kubelet makes later under a shared host mount still
+	// reaches this namespace (and so containers started after it).
 	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("make mounts of the pod namespace slaves of the host: %w", err)
 	}
@@ -110,12 +110,13 @@ func mountRootfs(spec holderSpec) error {
 		func() error { return mountFS(root, "/proc", "proc", nosuidNodev|unix.MS_NOEXEC, "") },
 		// sysfs shows the network devices of the mounting process's netns: the pod's.
 		func() error { return mountFS(root, "/sys", "sysfs", nosuidNodev|unix.MS_NOEXEC|unix.MS_RDONLY, "") },
-		func() error { return bindInto(root, Mount{Source: "/dev", Target: "/dev"}) },
-		func() error { return mountFS(root, "/dev/shm", "tmpfs", nosuidNodev|unix.MS_NOEXEC, "mode=1777") },
+		func() error { return mountDev(root) },
 		func() error { return mountFS(root, "/tmp", "tmpfs", nosuidNodev, "mode=1777") },
 	}
 	for _, p := range spec.Masked {
-		steps = append(steps, func() error { return mountFS(root, p, "tmpfs", nosuidNodev|unix.MS_NOEXEC|unix.MS_RDONLY, "size=4k,mode=0755") })
+		steps = append(steps, func() error {
+			return mountFS(root, p, "tmpfs", nosuidNodev|unix.MS_NOEXEC|unix.MS_RDONLY, "size=4k,mode=0755")
+		})
 	}
 	for _, m := range spec.Mounts {
 		steps = append(steps, func() error { return bindInto(root, m) })
@@ -123,6 +124,44 @@ func mountRootfs(spec holderSpec) error {
 	for _, step := range steps {
 		if err := step(); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// mountDev gives the pod a minimal /dev: a tmpfs with the usual device
+// nodes, its own devpts instance (whose ptmx the kubelet opens for TTYs,
+// see ptmxPath), /dev/shm and a POSIX message queue fs for its IPC namespace.
+func mountDev(root *os.File) error {
+	if err := mountFS(root, "/dev", "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=0755,size=65536k"); err != nil {
+		return err
+	}
+	// The device nodes container runtimes give a pod; the host's disks and
+	// the rest of its /dev stay out of reach.
+	for _, d := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		if err := bindInto(root, Mount{Source: "/dev/" + d, Target: "/dev/" + d}); err != nil {
+			return err
+		}
+	}
+	const nosuidNoexec = unix.MS_NOSUID | unix.MS_NOEXEC
+	if err := mountFS(root, "/dev/pts", "devpts", nosuidNoexec, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+		return err
+	}
+	if err := mountFS(root, "/dev/shm", "tmpfs", nosuidNoexec|unix.MS_NODEV, "mode=1777"); err != nil {
+		return err
+	}
+	if err := mountFS(root, "/dev/mqueue", "mqueue", nosuidNoexec|unix.MS_NODEV, ""); err != nil {
+		return err
+	}
+	dev, err := mountpoint(root, "/dev", true)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	links := [][2]string{{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}}
+	for _, l := range links {
+		if err := unix.Symlinkat(l[0], int(dev.Fd()), l[1]); err != nil {
+			return fmt.Errorf("create /dev/%s in pod root: %w", l[1], err)
 		}
 	}
 	return nil

@@ -10,12 +10,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// openPTY allocates a pseudo-terminal. The terminal side is opened through
-// the master (TIOCGPTPEER), so it works whatever /dev/pts this process sees.
-func openPTY() (master, terminal *os.File, err error) {
-	master, err = os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+// openPTY allocates a pseudo-terminal from the devpts instance of ptmx (the
+// pod's own, so the terminal's name resolves inside the pod). The terminal
+// side is opened through the master (TIOCGPTPEER), not by a path that only
+// exists in the pod's mount namespace.
+func openPTY(ptmx string) (master, terminal *os.File, err error) {
+	master, err = os.OpenFile(ptmx, os.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open /dev/ptmx: %w", err)
+		return nil, nil, fmt.Errorf("open %s: %w", ptmx, err)
 	}
 	var peer int
 	var ioctlErr error

@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -195,6 +196,11 @@ func (s *Sandbox) HolderPID() int { return s.holder.Process.Pid }
 // holder lives. With HostNetwork it is the caller's own namespace.
 func (s *Sandbox) NetNSPath() string { return fmt.Sprintf("/proc/%d/ns/net", s.HolderPID()) }
 
+// ptmxPath reaches the pod's devpts through the holder's mount namespace.
+func (s *Sandbox) ptmxPath() string {
+	return filepath.Join("/proc", strconv.Itoa(s.HolderPID()), "root", s.cfg.Dir, rootfsDir, "dev/pts/ptmx")
+}
+
 // Alive reports whether the holder is still running; false after Remove or
 // when something else killed it (the pod must then be re-created).
 func (s *Sandbox) Alive() bool {
@@ -336,7 +342,9 @@ func detachMountsUnder(dir string) error {
 		return fmt.Errorf("list mounts under %s: %w", dir, err)
 	}
 	// Deepest first, so each unmount finds its children already gone.
-	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int { return strings.Count(b.Mountpoint, "/") - strings.Count(a.Mountpoint, "/") })
+	slices.SortFunc(mounts, func(a, b *mountinfo.Info) int {
+		return strings.Count(b.Mountpoint, "/") - strings.Count(a.Mountpoint, "/")
+	})
 	var errs []error
 	for _, m := range mounts {
 		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {

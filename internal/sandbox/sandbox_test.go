@@ -202,6 +202,14 @@ func TestPodRootIsolatesHostnameFilesAndWrites(t *testing.T) {
 	if points := mountsUnder(t, dir); len(points) > 0 {
 		t.Errorf("the pod's mounts leak into the caller's mount namespace: %v", points)
 	}
+	// A minimal /dev: the usual nodes, no host disks.
+	want := map[string]bool{"null": true, "zero": true, "full": true, "random": true, "urandom": true, "tty": true,
+		"pts": true, "ptmx": true, "shm": true, "mqueue": true, "fd": true, "stdin": true, "stdout": true, "stderr": true}
+	for _, name := range strings.Fields(mustRun(t, c, "ls", "-A", "/dev")) {
+		if !want[name] {
+			t.Errorf("/dev/%s exists inside the pod; want only the usual device nodes", name)
+		}
+	}
 	if got := mustRun(t, c, "sh", "-c", "cat /sys/class/net/*/operstate | sort | tr '\\n' ' '"); got != "unknown" {
 		// A fresh netns has only lo, whose operstate is "unknown" when up.
 		t.Errorf("network devices seen in the pod's /sys: operstate %q, want only lo", got)
@@ -326,7 +334,7 @@ func TestExec(t *testing.T) {
 	resize := make(chan sandbox.TermSize, 1)
 	resize <- sandbox.TermSize{Width: 123, Height: 45}
 	code, err = c.Exec(ctx, sandbox.ExecConfig{
-		Args: []string{"sh", "-c", "tty; for i in $(seq 50); do s=$(stty size); [ \"$s\" = '45 123' ] && break; sleep 0.1; done; echo size=$s"},
+		Args: []string{"sh", "-c", "test -c \"$(tty)\" && tty; for i in $(seq 50); do s=$(stty size); [ \"$s\" = '45 123' ] && break; sleep 0.1; done; echo size=$s"},
 		TTY:  true, Stdout: &out, Resize: resize,
 	})
 	if err != nil || code != 0 || !strings.Contains(out.String(), "/dev/pts/") || !strings.Contains(out.String(), "size=45 123") {
@@ -423,7 +431,7 @@ func TestStdinUserAndTTYContainers(t *testing.T) {
 	}
 
 	ttyLog := filepath.Join(logDir, "tty.log")
-	tty := startContainer(t, sb, sandbox.ContainerConfig{Args: []string{"sh", "-c", "tty; read line; echo got=$line"}, TTY: true, Stdin: true, LogPath: ttyLog})
+	tty := startContainer(t, sb, sandbox.ContainerConfig{Args: []string{"sh", "-c", "test -c \"$(tty)\" && tty; read line; echo got=$line"}, TTY: true, Stdin: true, LogPath: ttyLog})
 	if err := tty.Resize(sandbox.TermSize{Width: 100, Height: 30}); err != nil {
 		t.Error(err)
 	}
