@@ -1,0 +1,248 @@
+// Package podnetbench measures pod network TCP throughput with iperf3 over a
+// topology built from real namespaces by knet's own CNI plugin and podnet
+// controller. It only runs when KNET_BENCH=1 (see run.sh).
+package podnetbench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/plugins/pkg/ns"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"knet/internal/cni"
+	"knet/internal/podnet"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type netns struct {
+	ns.NetNS
+	name string
+}
+
+type bench struct {
+	t      *testing.T
+	prefix string
+	n      int
+}
+
+func (b *bench) newNS(role string) *netns {
+	b.t.Helper()
+	b.n++
+	name := fmt.Sprintf("%s-%s%d", b.prefix, role, b.n)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	b.t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	h, err := ns.GetNS("/var/run/netns/" + name)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.t.Cleanup(func() { h.Close() })
+	n := &netns{NetNS: h, name: name}
+	n.run(b.t, "ip", "link", "set", "lo", "up")
+	return n
+}
+
+func (n *netns) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("[%s] %s: %v: %s", n.name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+type node struct {
+	*netns
+	name, ip, cidr, dataDir string
+	mtu                     int
+}
+
+// cluster is an underlay bridge namespace with two nodes running podnet.
+func (b *bench) cluster(mode podnet.Mode, subnet int) (*node, *node) {
+	t := b.t
+	ul := b.newNS("ul")
+	ul.run(t, "ip", "link", "add", "br0", "type", "bridge")
+	ul.run(t, "ip", "link", "set", "br0", "up")
+	mtu := 1500
+	if mode == podnet.ModeVXLAN {
+		mtu = 1450
+	}
+	cs := fake.NewClientset()
+	var nodes []*node
+	for i := 1; i <= 2; i++ {
+		n := &node{netns: b.newNS("node"), name: fmt.Sprintf("node%d", i),
+			ip: fmt.Sprintf("172.29.%d.%d", subnet, i+1), cidr: fmt.Sprintf("10.%d.%d.0/24", 200+subnet, i),
+			dataDir: t.TempDir(), mtu: mtu}
+		port := fmt.Sprintf("p%d", i)
+		ul.run(t, "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n.netns.name)
+		ul.run(t, "ip", "link", "set", port, "master", "br0", "up")
+		n.run(t, "ip", "addr", "add", n.ip+"/24", "dev", "eth0")
+		n.run(t, "ip", "link", "set", "eth0", "up")
+		obj := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name},
+			Spec:   corev1.NodeSpec{PodCIDR: n.cidr, PodCIDRs: []string{n.cidr}},
+			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: n.ip}}}}
+		if _, err := cs.CoreV1().Nodes().Create(context.Background(), obj, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, 2)
+	for _, n := range nodes {
+		var c *podnet.Controller
+		if err := n.Do(func(ns.NetNS) error {
+			var err error
+			c, err = podnet.New(podnet.Config{Client: cs, NodeName: n.name, Mode: mode, Link: "eth0", Logger: quiet})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		go func() { c.Run(ctx); done <- struct{}{} }()
+	}
+	t.Cleanup(func() { cancel(); <-done; <-done })
+	// Wait for each node's route to the other's podCIDR.
+	for i, n := range nodes {
+		other := nodes[1-i]
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(n.run(t, "ip", "route", "show", other.cidr), "proto 75") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no route to %s", n.name, other.cidr)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nodes[0], nodes[1]
+}
+
+type pod struct {
+	*netns
+	ip string
+}
+
+func (b *bench) pod(n *node) *pod {
+	p := b.newNS("pod")
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"knet","type":"knet","podCIDR":%q,"mtu":%d,"dataDir":%q}`, n.cidr, n.mtu, n.dataDir)
+	var ip string
+	err := n.Do(func(ns.NetNS) error {
+		res, err := (&cni.Plugin{Logger: quiet}).Add(&skel.CmdArgs{ContainerID: p.name, Netns: p.Path(), IfName: "eth0", StdinData: []byte(conf)})
+		if err == nil {
+			ip = res.IPs[0].Address.IP.String()
+		}
+		return err
+	})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return &pod{netns: p, ip: ip}
+}
+
+// iperf runs one iperf3 client from `from` to a one-shot server in `to` and
+// returns the receiver's throughput in Gbit/s.
+func (b *bench) iperf(from, to *netns, toIP string, seconds int) float64 {
+	t := b.t
+	srv := exec.Command("ip", "netns", "exec", to.name, "iperf3", "-s", "-1", "-B", toIP, "-p", "5201")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		srv.Process.Kill() // our own child, by PID
+		srv.Wait()
+	}()
+	type result struct {
+		Error string `json:"error"`
+		End   struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	var r result
+	var out []byte
+	// Retry until the server listens; iperf3 -J may report "connection
+	// refused" in its JSON with exit status 0.
+	for try := 0; try < 50; try++ {
+		var err error
+		out, err = exec.Command("ip", "netns", "exec", from.name, "iperf3", "-c", toIP, "-p", "5201",
+			"-t", strconv.Itoa(seconds), "-J").Output()
+		r = result{}
+		if jerr := json.Unmarshal(out, &r); err == nil && jerr == nil && r.Error == "" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r.Error != "" || r.End.SumReceived.BitsPerSecond == 0 {
+		t.Fatalf("iperf3 %s -> %s gave no result:\n%s", from.name, toIP, out)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func TestPodnetThroughput(t *testing.T) {
+	if os.Getenv("KNET_BENCH") != "1" {
+		t.Skip("benchmark: run bench/podnet/run.sh (sets KNET_BENCH=1)")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		t.Skip("iperf3 not installed")
+	}
+	prefix := os.Getenv("KNET_BENCH_PREFIX")
+	if prefix == "" {
+		prefix = "knettest-bench-" + randHex(3)
+	}
+	seconds, _ := strconv.Atoi(os.Getenv("KNET_BENCH_SECONDS"))
+	if seconds <= 0 {
+		seconds = 3
+	}
+	b := &bench{t: t, prefix: prefix}
+
+	// Baseline: two namespaces joined by nothing but a veth pair.
+	ra, rb := b.newNS("rawa"), b.newNS("rawb")
+	ra.run(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", rb.name)
+	ra.run(t, "ip", "addr", "add", "192.168.250.1/30", "dev", "eth0")
+	rb.run(t, "ip", "addr", "add", "192.168.250.2/30", "dev", "eth0")
+	ra.run(t, "ip", "link", "set", "eth0", "up")
+	rb.run(t, "ip", "link", "set", "eth0", "up")
+
+	h1, h2 := b.cluster(podnet.ModeHostGW, 1)
+	hA, hB, hC := b.pod(h1), b.pod(h1), b.pod(h2)
+	v1, v2 := b.cluster(podnet.ModeVXLAN, 2)
+	vA, vC := b.pod(v1), b.pod(v2)
+
+	rows := []struct {
+		name string
+		gbps float64
+	}{
+		{"raw veth pair (baseline)", b.iperf(ra, rb, "192.168.250.2", seconds)},
+		{"pod->pod same node (bridge)", b.iperf(hA.netns, hB.netns, hB.ip, seconds)},
+		{"pod->pod cross node host-gw", b.iperf(hA.netns, hC.netns, hC.ip, seconds)},
+		{"pod->pod cross node vxlan", b.iperf(vA.netns, vC.netns, vC.ip, seconds)},
+	}
+	fmt.Printf("\nTCP throughput, iperf3 %ds single stream, %d cores\n", seconds, runtime.NumCPU())
+	fmt.Printf("%-30s %10s %10s\n", "path", "Gbit/s", "vs veth")
+	for _, r := range rows {
+		fmt.Printf("%-30s %10.2f %9.0f%%\n", r.name, r.gbps, 100*r.gbps/rows[0].gbps)
+	}
+}
+
