@@ -245,4 +245,3 @@ func TestPodnetThroughput(t *testing.T) {
 		fmt.Printf("%-30s %10.2f %9.0f%%\n", r.name, r.gbps, 100*r.gbps/rows[0].gbps)
 	}
 }
-

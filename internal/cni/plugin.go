@@ -23,7 +23,7 @@ import (
 	"knet/internal/ipam"
 )
 
-// SupportedVersions are the CNI spec versions the plugin accepts.
+// supportedVersions are the CNI spec versions the plugin accepts (VERSION reports them).
 var supportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
 
 // PluginMain runs the plugin as a CNI binary: it reads CNI_* from the
