@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,6 +72,9 @@ func (s *Sandbox) startContainer(cfg ContainerConfig) (*Container, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Read by container-init before readSetupResult returns (or never); it
+	// holds the environment, so do not keep it.
+	defer os.Remove(specFile)
 	logPath := cfg.LogPath
 	if logPath == "" {
 		logPath = os.DevNull
@@ -79,7 +83,13 @@ func (s *Sandbox) startContainer(cfg ContainerConfig) (*Container, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open container log: %w", err)
 	}
-	defer logFile.Close()
+	// With a TTY, the terminal copier takes the log over once the process runs.
+	ownLog := true
+	defer func() {
+		if ownLog {
+			logFile.Close()
+		}
+	}()
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("create setup pipe: %w", err)
@@ -130,20 +140,11 @@ func (s *Sandbox) startContainer(cfg ContainerConfig) (*Container, error) {
 	}
 	ttyCopied := make(chan struct{})
 	if c.tty != nil {
-		// The copier owns its own handle on the log; the deferred close above is ours.
-		out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0)
-		if err != nil {
-			out = nil
-			s.log.Error("open container log for terminal output", "container", cfg.Name, "err", err)
-		}
+		ownLog = false
 		go func() {
 			defer close(ttyCopied)
-			if out == nil {
-				io.Copy(io.Discard, c.tty)
-				return
-			}
-			defer out.Close()
-			if err := copyTerminal(out, c.tty); err != nil {
+			defer logFile.Close()
+			if err := copyTerminal(logFile, c.tty); err != nil {
 				s.log.Error("copy container terminal output", "container", cfg.Name, "err", err)
 			}
 		}()
@@ -152,8 +153,6 @@ func (s *Sandbox) startContainer(cfg ContainerConfig) (*Container, error) {
 	}
 
 	startErr := readSetupResult(errR)
-	// Read by now (or never to be); it holds the environment, so do not keep it.
-	os.Remove(specFile)
 	c.startedAt = time.Now()
 	s.mu.Lock()
 	removed := s.removed
@@ -178,6 +177,7 @@ func (s *Sandbox) writeContainerSpec(cfg ContainerConfig) (string, error) {
 		return "", fmt.Errorf("create container spec: %w", err)
 	}
 	f.Close()
+	path := f.Name()
 	spec := containerSpec{
 		Rootfs:     filepath.Join(s.cfg.Dir, rootfsDir),
 		Mounts:     cfg.Mounts,
@@ -186,14 +186,18 @@ func (s *Sandbox) writeContainerSpec(cfg ContainerConfig) (string, error) {
 		Args:       cfg.Args,
 		Env:        cfg.Env,
 	}
-	return f.Name(), writeJSON(f.Name(), spec)
+	if err := writeJSON(path, spec); err != nil {
+		os.Remove(path)
+		return "", err
+	}
+	return path, nil
 }
 
 // readSetupResult reads the setup pipe of container-init to its end, which
 // comes when the program was exec'd (close-on-exec) or the process died.
 func readSetupResult(r io.Reader) error {
 	b, _ := io.ReadAll(r)
-	rest, reached := bytesCutPrefix(b, setupExecing)
+	rest, reached := bytes.CutPrefix(b, []byte{setupExecing})
 	switch {
 	case len(b) == 0:
 		return &StartError{Reason: reasonSetup, Message: "nsenter or unshare failed before container-init ran; see the container log"}
@@ -205,13 +209,6 @@ func readSetupResult(r io.Reader) error {
 		return &StartError{Reason: reasonSetup, Message: string(rest)}
 	}
 	return &se
-}
-
-func bytesCutPrefix(b []byte, prefix byte) ([]byte, bool) {
-	if len(b) > 0 && b[0] == prefix {
-		return b[1:], true
-	}
-	return b, false
 }
 
 func (c *Container) wait(startErr error, ttyCopied <-chan struct{}) {

@@ -37,6 +37,10 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// helperEnv names a HelperBinary to use instead of the test binary, e.g. to
+// measure the knet binary or internal/sandbox/helper in the benchmarks.
+const helperEnv = "KNET_SANDBOX_HELPER"
+
 func requirePrivileges(tb testing.TB) {
 	tb.Helper()
 	if os.Geteuid() != 0 {
@@ -68,6 +72,7 @@ func startPod(tb testing.TB, cfg sandbox.Config) *sandbox.Sandbox {
 		cfg.Dir = filepath.Join(tb.TempDir(), "pod")
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.HelperBinary = os.Getenv(helperEnv)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sb, err := sandbox.Start(ctx, cfg)
@@ -639,25 +644,45 @@ func TestDefaultsHostnameFromID(t *testing.T) {
 	}
 }
 
-// BenchmarkStart measures Start until the holder is ready (Remove untimed).
+// rssKB reads a process's resident set size.
+func rssKB(tb testing.TB, pid int) float64 {
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+// BenchmarkStart measures Start until the holder is ready (Remove untimed),
+// and reports the holder's memory.
 func BenchmarkStart(b *testing.B) {
 	requirePrivileges(b)
 	parent := b.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var rss float64
 	for i := 0; b.Loop(); i++ {
 		sb, err := sandbox.Start(context.Background(), sandbox.Config{
 			ID: "knettest-bench-" + strconv.Itoa(i), Dir: filepath.Join(parent, strconv.Itoa(i)), Logger: logger,
-			Files: []sandbox.File{{Path: "/etc/hosts", Data: []byte("127.0.0.1 localhost\n")}},
+			HelperBinary: os.Getenv(helperEnv),
+			Files:        []sandbox.File{{Path: "/etc/hosts", Data: []byte("127.0.0.1 localhost\n")}},
 		})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		rss += rssKB(b, sb.HolderPID())
 		if err := sb.Remove(); err != nil {
 			b.Fatal(err)
 		}
 		b.StartTimer()
 	}
+	b.ReportMetric(rss/float64(b.N), "holder-RSS-kB")
 }
 
 // BenchmarkStartContainer measures StartContainer until the program was exec'd.
