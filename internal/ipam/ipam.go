@@ -255,11 +255,13 @@ func (s *Store) scan() ([]Reservation, error) {
 		if err != nil || !ip.Is4() {
 			continue // lock, pointer, or foreign files
 		}
+		// A reservation outside the podCIDR (left from an earlier podCIDR) is
+		// kept: Allocate never hands it out, and Release or GC free it.
 		path := filepath.Join(s.cfg.Dir, e.Name())
 		a, perr := readReservation(path)
-		if perr != nil || !s.cfg.Subnet.Contains(ip) || ip == s.cfg.Gateway {
+		if perr != nil || ip == s.cfg.Gateway {
 			if perr == nil {
-				perr = fmt.Errorf("address outside podCIDR %s or the gateway", s.cfg.Subnet)
+				perr = fmt.Errorf("the gateway %s cannot be reserved", ip)
 			}
 			s.cfg.Logger.Warn("removing unusable IP reservation", "ip", ip, "file", path, "err", perr)
 			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

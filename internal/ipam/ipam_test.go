@@ -206,3 +206,24 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestReservationFromOldPodCIDRIsKeptUntilGC(t *testing.T) {
+	dir := t.TempDir()
+	old := openStore(t, dir, "10.6.0.0/24")
+	oldIP, _ := old.Allocate(att(1))
+	s := openStore(t, dir, "10.7.0.0/24")
+	res, err := s.Reservations()
+	if err != nil || len(res) != 1 || res[0].IP != oldIP {
+		t.Fatalf("after podCIDR change reservations = %v, %v; want the old %s kept", res, err, oldIP)
+	}
+	ip, err := s.Allocate(att(2))
+	if err != nil || !s.Subnet().Contains(ip) {
+		t.Fatalf("allocate from new podCIDR: %s, %v", ip, err)
+	}
+	if _, err := s.GC([]Attachment{att(2)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Lookup(att(1)); ok {
+		t.Error("GC did not free the old podCIDR's reservation of a gone pod")
+	}
+}
