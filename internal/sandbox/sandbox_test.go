@@ -525,11 +525,17 @@ func TestRemoveLeavesNothing(t *testing.T) {
 		t.Fatal("background child PID never appeared in the log")
 	}
 	execDone := make(chan error, 1)
+	execOut, execW := io.Pipe()
 	go func() {
-		_, err := c.Exec(context.Background(), sandbox.ExecConfig{Args: []string{"sleep", "1000"}})
+		_, err := c.Exec(context.Background(), sandbox.ExecConfig{Args: []string{"sh", "-c", "echo started; exec sleep 1000"}, Stdout: execW})
+		execW.Close()
 		execDone <- err
 	}()
-	time.Sleep(200 * time.Millisecond) // let the exec start
+	line := make([]byte, len("started\n"))
+	if _, err := io.ReadFull(execOut, line); err != nil {
+		t.Fatalf("exec did not start: %v", err)
+	}
+	go io.Copy(io.Discard, execOut)
 
 	pids := []int{sb.HolderPID(), c.PID(), child}
 	if err := sb.Remove(); err != nil {
