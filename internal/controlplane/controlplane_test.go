@@ -63,7 +63,24 @@ func startForTest(t *testing.T, cfg Config) (*ControlPlane, func()) {
 		}
 	}
 	t.Cleanup(stop)
+	t.Cleanup(func() {
+		if t.Failed() {
+			logTail(t, cp.logFile, 60)
+		}
+	})
 	return cp, stop
+}
+
+// logTail shows the end of the components' log, where the cause of a
+// failure usually is.
+func logTail(t *testing.T, path string, n int) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Logf("read %s: %v", path, err)
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	t.Logf("last %d lines of %s:\n%s", min(n, len(lines)), path, strings.Join(lines[max(0, len(lines)-n):], "\n"))
 }
 
 func TestControlPlane(t *testing.T) {
@@ -71,10 +88,13 @@ func TestControlPlane(t *testing.T) {
 		t.Skip("starts a whole control plane")
 	}
 	ports := freePorts(t, 3)
+	// 127.0.0.2 stands in for the underlay gateway: it is a second address
+	// (so both listeners and the node kubeconfig's server are exercised)
+	// that exists on every Linux host without touching its interfaces.
 	cfg := Config{
 		DataDir:          t.TempDir(),
 		BindAddress:      "127.0.0.1",
-		AdvertiseAddress: net.ParseIP("127.0.0.1"),
+		AdvertiseAddress: net.ParseIP("127.0.0.2"),
 		SecurePort:       ports[0],
 		EtcdPort:         ports[1],
 		EtcdPeerPort:     ports[2],
@@ -164,6 +184,9 @@ func TestControlPlane(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if want := fmt.Sprintf("https://127.0.0.2:%d", cfg.SecurePort); rc.Host != want {
+			t.Errorf("node kubeconfig server = %q, want the advertise address %q", rc.Host, want)
+		}
 		node := kubernetes.NewForConfigOrDie(rc)
 		if _, err := node.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{}); err != nil {
 			t.Errorf("node-a cannot read its own Node: %v", err)
@@ -235,4 +258,45 @@ func TestControlPlane(t *testing.T) {
 			t.Errorf("node-a credentials after restart: %v", err)
 		}
 	})
+}
+
+// A busy API port is the likeliest start failure (another cluster running):
+// Start must say so and release what it already started, etcd included.
+func TestStartFailsCleanlyWhenPortBusy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	ports := freePorts(t, 2)
+	cfg := Config{
+		DataDir:      t.TempDir(),
+		SecurePort:   busy.Addr().(*net.TCPAddr).Port,
+		EtcdPort:     ports[0],
+		EtcdPeerPort: ports[1],
+		Logger:       slog.New(slog.DiscardHandler),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cp, err := Start(ctx, cfg)
+	if err == nil {
+		cancel()
+		<-cp.Done()
+		t.Fatal("Start succeeded on a busy port")
+	}
+	t.Logf("Start error: %v", err)
+	if !strings.Contains(err.Error(), busy.Addr().String()) {
+		t.Errorf("error %q does not name the busy address %s", err, busy.Addr())
+	}
+	for _, p := range ports {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			t.Errorf("etcd port %d still held after the failed Start: %v", p, err)
+			continue
+		}
+		l.Close()
+	}
 }
