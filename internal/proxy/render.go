@@ -1,0 +1,289 @@
+package proxy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// Names of the static objects in the table. Per-Service chains are
+// prefixed service-, local-, external-, endpoint-; affinity sets affinity-.
+const (
+	chainFilterInput    = "filter-input"
+	chainFilterForward  = "filter-forward"
+	chainFilterOutput   = "filter-output"
+	chainNATPrerouting  = "nat-prerouting"
+	chainNATOutput      = "nat-output"
+	chainNATPostrouting = "nat-postrouting"
+
+	chainServices         = "services"
+	chainMasquerading     = "masquerading"
+	chainMarkMasq         = "mark-for-masquerade"
+	chainServiceEPCheck   = "service-endpoints-check"
+	chainNodePortEPCheck  = "nodeport-endpoints-check"
+	chainClusterIPsCheck  = "cluster-ips-check"
+	chainReject           = "reject-chain"
+	setClusterIPs         = "cluster-ips"
+	setNodePortIPs        = "nodeport-ips"
+	mapServiceIPs         = "service-ips"
+	mapServiceNodePorts   = "service-nodeports"
+	mapNoEndpointServices = "no-endpoint-services"
+	mapNoEndpointNodePort = "no-endpoint-nodeports"
+
+	prefixCluster  = "service-"
+	prefixLocal    = "local-"
+	prefixExternal = "external-"
+	prefixEndpoint = "endpoint-"
+	prefixAffinity = "affinity-"
+)
+
+// baseChains are hooked into netfilter. The filter chains reject traffic for
+// Service ports without endpoints; reject is not allowed in prerouting on
+// kernels before 5.9, hence input/forward/output.
+var baseChains = map[string]struct {
+	typ      knftables.BaseChainType
+	hook     knftables.BaseChainHook
+	priority knftables.BaseChainPriority
+}{
+	chainFilterInput:    {knftables.FilterType, knftables.InputHook, knftables.FilterPriority},
+	chainFilterForward:  {knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority},
+	chainFilterOutput:   {knftables.FilterType, knftables.OutputHook, knftables.FilterPriority},
+	chainNATPrerouting:  {knftables.NATType, knftables.PreroutingHook, knftables.DNATPriority},
+	chainNATOutput:      {knftables.NATType, knftables.OutputHook, knftables.DNATPriority},
+	chainNATPostrouting: {knftables.NATType, knftables.PostroutingHook, knftables.SNATPriority},
+}
+
+// staticSets and staticMaps are declared once; only their elements change.
+var staticSets = []*knftables.Set{
+	{Name: setClusterIPs, Type: "ipv4_addr", Comment: knftables.PtrTo("active ClusterIPs")},
+	{Name: setNodePortIPs, Type: "ipv4_addr", Comment: knftables.PtrTo("node addresses that accept NodePort traffic")},
+}
+
+var staticMaps = []*knftables.Map{
+	{Name: mapServiceIPs, Type: "ipv4_addr . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("ClusterIP, externalIP and LoadBalancer IP traffic")},
+	{Name: mapServiceNodePorts, Type: "inet_proto . inet_service : verdict", Comment: knftables.PtrTo("NodePort traffic")},
+	{Name: mapNoEndpointServices, Type: "ipv4_addr . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("Service IPs and ports without usable endpoints")},
+	{Name: mapNoEndpointNodePort, Type: "inet_proto . inet_service : verdict", Comment: knftables.PtrTo("NodePorts without usable endpoints")},
+}
+
+// ruleset is the complete rendered content of the table: every chain's rules
+// in order, every affinity set, and every element of the static sets and
+// maps. It is a value so two syncs can be compared and diffed.
+type ruleset struct {
+	chains   map[string][]string
+	affinity map[string]time.Duration
+	// elements: set or map name -> joined key -> element.
+	elements map[string]map[string]element
+}
+
+type element struct {
+	key     []string
+	value   string // "" for set elements
+	comment string
+}
+
+func (r *ruleset) addElement(container string, e element) {
+	m := r.elements[container]
+	if m == nil {
+		m = map[string]element{}
+		r.elements[container] = m
+	}
+	m[strings.Join(e.key, " . ")] = e
+}
+
+// render turns the desired state into a ruleset. It is pure.
+func render(st *State) *ruleset {
+	r := &ruleset{
+		chains:   make(map[string][]string, 16+len(st.ServicePorts)*4),
+		affinity: map[string]time.Duration{},
+		elements: map[string]map[string]element{},
+	}
+	mark := fmt.Sprintf("%#x", st.MasqueradeMark)
+	nodePortMatch := "fib daddr type local ip daddr != 127.0.0.0/8"
+	if len(st.NodeIPs) > 0 {
+		nodePortMatch = "ip daddr @" + setNodePortIPs
+		for _, ip := range st.NodeIPs {
+			r.addElement(setNodePortIPs, element{key: []string{ip.String()}})
+		}
+	}
+	newOnly := "ct state new "
+	r.chains[chainFilterInput] = []string{newOnly + "jump " + chainNodePortEPCheck, newOnly + "jump " + chainServiceEPCheck}
+	r.chains[chainFilterForward] = []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck}
+	r.chains[chainFilterOutput] = []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck}
+	r.chains[chainNATPrerouting] = []string{"jump " + chainServices}
+	r.chains[chainNATOutput] = []string{"jump " + chainServices}
+	r.chains[chainNATPostrouting] = []string{"jump " + chainMasquerading}
+	r.chains[chainServices] = []string{
+		"ip daddr . meta l4proto . th dport vmap @" + mapServiceIPs,
+		nodePortMatch + " meta l4proto . th dport vmap @" + mapServiceNodePorts,
+	}
+	r.chains[chainMarkMasq] = []string{"mark set mark or " + mark}
+	r.chains[chainMasquerading] = []string{
+		"mark and " + mark + " == 0 return",
+		// Clear the bit so a packet that is forwarded again is judged afresh.
+		"mark set mark xor " + mark,
+		"masquerade fully-random",
+	}
+	r.chains[chainServiceEPCheck] = []string{"ip daddr . meta l4proto . th dport vmap @" + mapNoEndpointServices}
+	r.chains[chainNodePortEPCheck] = []string{nodePortMatch + " meta l4proto . th dport vmap @" + mapNoEndpointNodePort}
+	// A ClusterIP port that no Service defines: refuse rather than let the
+	// packet wander off the node (the Service CIDR is not routed anywhere).
+	r.chains[chainClusterIPsCheck] = []string{"ip daddr @" + setClusterIPs + " goto " + chainReject}
+	r.chains[chainReject] = []string{"meta l4proto tcp reject with tcp reset", "reject"}
+
+	cidr := st.ClusterCIDR.String()
+	for i := range st.ServicePorts {
+		renderServicePort(r, &st.ServicePorts[i], cidr)
+	}
+	return r
+}
+
+func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {
+	base := sp.Name()
+	proto := sp.Protocol
+	port := strconv.Itoa(int(sp.Port))
+	comment := sp.Service.String() + ":" + sp.PortName
+	clusterChain := prefixCluster + base
+	localChain := prefixLocal + base
+	extChain := prefixExternal + base
+	internalChain, externalPolicyChain := clusterChain, clusterChain
+	if sp.InternalPolicyLocal {
+		internalChain = localChain
+	}
+	if sp.ExternalPolicyLocal {
+		externalPolicyChain = localChain
+	}
+	internal, external := sp.InternalEndpoints(), sp.ExternalEndpoints()
+	usesCluster := len(sp.ClusterEndpoints) > 0 && (!sp.InternalPolicyLocal || sp.ExternallyAccessible())
+	usesLocal := len(sp.LocalEndpoints) > 0 && (sp.InternalPolicyLocal || (sp.ExternalPolicyLocal && sp.ExternallyAccessible()))
+	usesExt := sp.HasEndpoints() && sp.ExternallyAccessible()
+	reject := "goto " + chainReject
+
+	cip := sp.ClusterIP.String()
+	r.addElement(setClusterIPs, element{key: []string{cip}})
+	if len(internal) > 0 {
+		r.addElement(mapServiceIPs, element{key: []string{cip, proto, port}, value: "goto " + internalChain})
+	} else {
+		r.addElement(mapNoEndpointServices, element{key: []string{cip, proto, port}, value: reject, comment: comment})
+	}
+	for _, ips := range [][]string{addrStrings(sp.ExternalIPs), addrStrings(sp.LoadBalancerIPs)} {
+		for _, ip := range ips {
+			if usesExt {
+				r.addElement(mapServiceIPs, element{key: []string{ip, proto, port}, value: "goto " + extChain})
+			}
+			// eTP Local without local endpoints: the external chain still
+			// short-circuits pod and node traffic; everything else falls
+			// through to this reject.
+			if len(external) == 0 {
+				r.addElement(mapNoEndpointServices, element{key: []string{ip, proto, port}, value: reject, comment: comment})
+			}
+		}
+	}
+	if sp.NodePort != 0 {
+		np := strconv.Itoa(int(sp.NodePort))
+		if usesExt {
+			r.addElement(mapServiceNodePorts, element{key: []string{proto, np}, value: "goto " + extChain})
+		}
+		if len(external) == 0 {
+			r.addElement(mapNoEndpointNodePort, element{key: []string{proto, np}, value: reject, comment: comment})
+		}
+	}
+
+	// Traffic to the ClusterIP from outside the pod range (the node itself,
+	// or a client routed here) is masqueraded so replies return through
+	// this node and are un-DNATed.
+	internalMasq := "ip daddr " + cip + " ip saddr != " + cidr + " jump " + chainMarkMasq
+	if usesCluster {
+		var rules []string
+		if internalChain == clusterChain {
+			rules = append(rules, internalMasq)
+		}
+		r.chains[clusterChain] = appendBalance(rules, r, sp, base, sp.ClusterEndpoints)
+	}
+	if usesLocal {
+		var rules []string
+		if internalChain == localChain {
+			rules = append(rules, internalMasq)
+		}
+		r.chains[localChain] = appendBalance(rules, r, sp, base, sp.LocalEndpoints)
+	}
+	if usesExt {
+		var rules []string
+		if !sp.ExternalPolicyLocal {
+			// Cluster policy may pick an endpoint on another node; masquerade
+			// so the reply comes back here.
+			rules = append(rules, "jump "+chainMarkMasq)
+		} else if usesCluster {
+			// Pods and the node itself reaching an external address behave as
+			// if they went out to the load balancer and came back: no traffic
+			// policy applies. Node traffic has a node source IP, so it needs
+			// masquerade; pod traffic keeps its source.
+			rules = append(rules,
+				"ip saddr "+cidr+" goto "+clusterChain,
+				"fib saddr type local jump "+chainMarkMasq,
+				"fib saddr type local goto "+clusterChain)
+		}
+		if len(external) > 0 {
+			rules = append(rules, "goto "+externalPolicyChain)
+		}
+		r.chains[extChain] = rules
+	}
+}
+
+// appendBalance adds affinity lookups, the random endpoint pick, and the
+// endpoint chains (with their affinity sets) to r.
+func appendBalance(rules []string, r *ruleset, sp *ServicePort, base string, eps []Endpoint) []string {
+	var vmap strings.Builder
+	for i, ep := range eps {
+		epName := ep.String()
+		// Endpoint names use "/" instead of ":" because ":" is not allowed
+		// in nft identifiers.
+		epID := base + "__" + ep.IP.String() + "/" + strconv.Itoa(int(ep.Port))
+		chain := prefixEndpoint + epID
+		if sp.AffinityTimeout > 0 {
+			// The timeout is in the set's name so a changed timeout is a new
+			// set (set properties cannot be modified in place).
+			set := prefixAffinity + epID + "__" + strconv.Itoa(int(sp.AffinityTimeout/time.Second)) + "s"
+			r.affinity[set] = sp.AffinityTimeout
+			rules = append(rules, "ip saddr @"+set+" goto "+chain)
+			if _, done := r.chains[chain]; !done {
+				r.chains[chain] = []string{
+					"ip saddr " + ep.IP.String() + " jump " + chainMarkMasq,
+					"update @" + set + " { ip saddr }",
+					"meta l4proto " + sp.Protocol + " dnat to " + epName,
+				}
+			}
+		} else if _, done := r.chains[chain]; !done {
+			r.chains[chain] = []string{
+				// Hairpin: a pod reaching itself through its Service.
+				"ip saddr " + ep.IP.String() + " jump " + chainMarkMasq,
+				"meta l4proto " + sp.Protocol + " dnat to " + epName,
+			}
+		}
+		if i > 0 {
+			vmap.WriteString(" , ")
+		}
+		vmap.WriteString(strconv.Itoa(i))
+		vmap.WriteString(" : goto ")
+		vmap.WriteString(chain)
+	}
+	return append(rules, "numgen random mod "+strconv.Itoa(len(eps))+" vmap { "+vmap.String()+" }")
+}
+
+func addrStrings[T fmt.Stringer](ips []T) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}
+
+// isServiceObject reports whether a chain or set is per-Service (and so may
+// become stale). Every per-Service name contains "/" (namespace/name/...);
+// no static name does.
+func isServiceObject(name string) bool {
+	return strings.Contains(name, "/")
+}
