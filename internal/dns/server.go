@@ -1,0 +1,378 @@
+package dns
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	v1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Server is the cluster DNS server. Create it with New and start it with Run.
+type Server struct {
+	cfg   Config
+	zone  string // lowercase FQDN
+	log   *slog.Logger
+	snap  atomic.Pointer[snapshot]
+	gens  atomic.Uint64
+	wire  *wireCache
+	fwd   *forwarder // nil without upstreams
+	ready atomic.Bool
+}
+
+// New checks cfg and returns a Server that answers from an empty view until
+// Run has synced with the API.
+func New(cfg Config) (*Server, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:  cfg,
+		zone: strings.ToLower(strings.TrimSuffix(cfg.ClusterDomain, ".")) + ".",
+		log:  cfg.Logger.With("component", "dns"),
+		wire: newWireCache(cfg.CacheSize),
+	}
+	if len(cfg.Upstreams) > 0 {
+		s.fwd = newForwarder(cfg.Upstreams, newMsgCache(cfg.CacheSize, time.Now))
+	}
+	return s, nil
+}
+
+// Run serves DNS and health until ctx is done. Listening errors are returned
+// at once; after that Run returns nil when ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	udp, tcp, err := s.listen(ctx)
+	if err != nil {
+		return err
+	}
+	healthLn, err := net.Listen("tcp", s.cfg.HealthListen)
+	if err != nil {
+		closeAll(udp, tcp)
+		return fmt.Errorf("dns: listen for health on %s: %w (pick a free port with the health listen flag)", s.cfg.HealthListen, err)
+	}
+	s.log.Info("serving DNS", "zone", s.zone, "udp", udp[0].LocalAddr().String(), "udpSockets", len(udp),
+		"tcp", tcp.Addr().String(), "health", healthLn.Addr().String(), "upstreams", s.cfg.Upstreams)
+
+	var wg sync.WaitGroup
+	run := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+
+	health := &http.Server{Handler: s.healthHandler(), ReadHeaderTimeout: 5 * time.Second}
+	run(func() {
+		if err := health.Serve(healthLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("health server stopped", "err", err)
+		}
+	})
+	run(func() { s.watch(ctx) })
+
+	jobs := make(chan udpJob, 4*s.cfg.ForwardWorkers)
+	for range s.cfg.ForwardWorkers {
+		run(func() { s.forwardWorker(ctx, jobs) })
+	}
+	for _, c := range udp {
+		run(func() { s.serveUDP(c, jobs) })
+	}
+	run(func() { s.serveTCP(ctx, tcp) })
+
+	<-ctx.Done()
+	s.ready.Store(false)
+	closeAll(udp, tcp)
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = health.Shutdown(shutdownCtx)
+	stop()
+	wg.Wait()
+	return nil
+}
+
+func closeAll(udp []*net.UDPConn, tcp net.Listener) {
+	for _, c := range udp {
+		_ = c.Close()
+	}
+	if tcp != nil {
+		_ = tcp.Close()
+	}
+}
+
+// listen binds the UDP sockets (SO_REUSEPORT, so the kernel spreads queries
+// over one reader each) and the TCP listener, all on the same port.
+func (s *Server) listen(ctx context.Context) ([]*net.UDPConn, net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	n := s.cfg.UDPSockets
+	if n == 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	addr := s.cfg.Listen
+	var udp []*net.UDPConn
+	for i := range n {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			closeAll(udp, nil)
+			return nil, nil, fmt.Errorf("dns: listen udp %s: %w (is another DNS server on that port? binding :53 needs root or CAP_NET_BIND_SERVICE)", addr, err)
+		}
+		c := pc.(*net.UDPConn)
+		// A deep receive queue absorbs bursts instead of dropping them.
+		_ = c.SetReadBuffer(4 << 20)
+		udp = append(udp, c)
+		if i == 0 {
+			// With port 0 the first socket picks the port; the others and
+			// TCP join it.
+			host, _, _ := net.SplitHostPort(addr)
+			_, port, _ := net.SplitHostPort(c.LocalAddr().String())
+			addr = net.JoinHostPort(host, port)
+		}
+	}
+	tcp, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		closeAll(udp, nil)
+		return nil, nil, fmt.Errorf("dns: listen tcp %s: %w", addr, err)
+	}
+	return udp, tcp, nil
+}
+
+type udpJob struct {
+	conn *net.UDPConn
+	addr net.Addr
+	req  []byte
+}
+
+// serveUDP is one socket's reader. It answers inline everything that needs
+// no upstream round trip (cluster names, cached answers), which keeps the
+// number of goroutines fixed under a flood; upstream lookups go to the
+// bounded forward workers.
+func (s *Server) serveUDP(c *net.UDPConn, jobs chan<- udpJob) {
+	buf := make([]byte, dns64k)
+	out := make([]byte, 0, 4096)
+	for {
+		n, addr, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		resp, err := s.serveWire(buf[:n], out, true, false)
+		switch {
+		case errors.Is(err, errWouldBlock):
+			select {
+			case jobs <- udpJob{conn: c, addr: net.UDPAddrFromAddrPort(addr), req: append([]byte(nil), buf[:n]...)}:
+			default:
+				// Every worker is busy and the queue is full: drop, the
+				// client retries (CoreDNS's forward answers REFUSED past
+				// max_concurrent; a drop is gentler on a flood).
+			}
+			continue
+		case err != nil:
+			continue
+		}
+		_, _ = c.WriteToUDPAddrPort(resp, addr)
+		if cap(resp) > cap(out) {
+			out = resp[:0]
+		}
+	}
+}
+
+const dns64k = 65535
+
+func (s *Server) forwardWorker(ctx context.Context, jobs <-chan udpJob) {
+	out := make([]byte, 0, 4096)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-jobs:
+			resp, err := s.serveWire(j.req, out, true, true)
+			if err != nil {
+				continue
+			}
+			_, _ = j.conn.WriteTo(resp, j.addr)
+		}
+	}
+}
+
+// tcpIdleTimeout closes idle connections, as miekg/dns's server does (8 s).
+const tcpIdleTimeout = 8 * time.Second
+
+func (s *Server) serveTCP(ctx context.Context, ln net.Listener) {
+	sem := make(chan struct{}, s.cfg.MaxTCPConns)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		c, err := ln.Accept()
+		if err != nil {
+			<-sem
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+			defer stop()
+			defer c.Close()
+			s.serveTCPConn(c)
+		}()
+	}
+}
+
+func (s *Server) serveTCPConn(c net.Conn) {
+	var lenBuf [2]byte
+	buf := make([]byte, dns64k)
+	out := make([]byte, 2, 4096)
+	for {
+		_ = c.SetDeadline(time.Now().Add(tcpIdleTimeout))
+		if _, err := io.ReadFull(c, lenBuf[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lenBuf[:]))
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return
+		}
+		resp, err := s.serveWire(buf[:n], out[2:2], false, true)
+		if err != nil {
+			continue
+		}
+		// resp may live in a new buffer: frame it in out.
+		out = append(out[:0], byte(len(resp)>>8), byte(len(resp)))
+		out = append(out, resp...)
+		if _, err := c.Write(out); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not synced with the Kubernetes API yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return mux
+}
+
+// watch keeps the snapshot in step with the API: informer events only mark
+// it dirty; one rebuild at a time, at most every minRebuildInterval, reads
+// the informer caches whole.
+func (s *Server) watch(ctx context.Context) {
+	factory := informers.NewSharedInformerFactoryWithOptions(s.cfg.Client, 0, informers.WithTransform(slimObject))
+	svcInf := factory.Core().V1().Services()
+	esInf := factory.Discovery().V1().EndpointSlices()
+	dirty := make(chan struct{}, 1)
+	mark := func(any) {
+		select {
+		case dirty <- struct{}{}:
+		default:
+		}
+	}
+	h := cache.ResourceEventHandlerFuncs{AddFunc: mark, UpdateFunc: func(_, o any) { mark(o) }, DeleteFunc: mark}
+	if _, err := svcInf.Informer().AddEventHandler(h); err != nil {
+		s.log.Error("watch Services", "err", err)
+		return
+	}
+	if _, err := esInf.Informer().AddEventHandler(h); err != nil {
+		s.log.Error("watch EndpointSlices", "err", err)
+		return
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, esInf.Informer().HasSynced) {
+		return
+	}
+	for {
+		svcs, err := svcInf.Lister().List(labels.Everything())
+		if err != nil {
+			s.log.Error("list Services from the informer cache", "err", err)
+		}
+		slices, err := esInf.Lister().EndpointSlices("").List(labels.Everything())
+		if err != nil {
+			s.log.Error("list EndpointSlices from the informer cache", "err", err)
+		}
+		s.setSnapshot(svcs, slices)
+		if !s.ready.Swap(true) {
+			s.log.Info("synced with the Kubernetes API", "services", len(svcs), "endpointSlices", len(slices))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(minRebuildInterval):
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-dirty:
+		}
+	}
+}
+
+// minRebuildInterval coalesces bursts of API events (a rollout touches many
+// EndpointSlices) into one rebuild.
+const minRebuildInterval = 100 * time.Millisecond
+
+func (s *Server) setSnapshot(svcs []*v1.Service, slices []*discoveryv1.EndpointSlice) {
+	snap := buildSnapshot(s.zone, s.cfg.TTL, s.gens.Add(1), uint32(time.Now().Unix()), svcs, slices)
+	s.snap.Store(snap)
+}
+
+// slimObject drops what DNS never reads before objects enter the informer
+// cache, which is most of this server's memory in a big cluster.
+func slimObject(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *v1.Service:
+		o.ManagedFields, o.Annotations, o.Labels, o.OwnerReferences = nil, nil, nil, nil
+		o.Spec.Selector = nil
+		o.Status = v1.ServiceStatus{}
+	case *discoveryv1.EndpointSlice:
+		name := o.Labels[serviceNameLabel]
+		o.ManagedFields, o.Annotations, o.OwnerReferences = nil, nil, nil
+		o.Labels = map[string]string{serviceNameLabel: name}
+		for i := range o.Endpoints {
+			e := &o.Endpoints[i]
+			e.TargetRef, e.NodeName, e.Zone, e.Hints, e.DeprecatedTopology = nil, nil, nil, nil, nil
+		}
+	}
+	return obj, nil
+}
