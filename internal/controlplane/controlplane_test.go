@@ -226,6 +226,35 @@ func TestControlPlane(t *testing.T) {
 		}
 	})
 
+	// Last, because it needs the controller's 60 s node startup grace period:
+	// node-a has no kubelet, so the node-lifecycle controller must mark it
+	// Ready=Unknown and taint it unreachable (admission only ever adds the
+	// not-ready taint, so this one proves the controller runs). It adds no
+	// NoExecute taint here: with every node of the zone down, upstream
+	// deliberately stops evicting ("full disruption").
+	t.Run("node lifecycle marks a silent node unreachable", func(t *testing.T) {
+		var last *corev1.Node
+		err := wait.PollUntilContextTimeout(ctx, time.Second, 120*time.Second, true, func(ctx context.Context) (bool, error) {
+			n, err := admin.CoreV1().Nodes().Get(ctx, "node-a", metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			last = n
+			unknown, unreachable := false, false
+			for _, c := range n.Status.Conditions {
+				unknown = unknown || (c.Type == corev1.NodeReady && c.Status == corev1.ConditionUnknown)
+			}
+			for _, taint := range n.Spec.Taints {
+				unreachable = unreachable || taint.Key == corev1.TaintNodeUnreachable
+			}
+			return unknown && unreachable, nil
+		})
+		if err != nil {
+			t.Fatalf("node-a not marked Ready=Unknown and unreachable: %v; conditions %+v, taints %+v",
+				err, last.Status.Conditions, last.Spec.Taints)
+		}
+	})
+
 	stop()
 	if err := cp.Err(); err != nil {
 		t.Fatalf("Err after a requested stop = %v, want nil", err)
