@@ -8,4 +8,5 @@ command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 version=v1.35.4
 mkdir -p bin
 go build -ldflags "-X k8s.io/component-base/version.gitVersion=$version" -o bin/knet ./cmd/knet
+CGO_ENABLED=0 go build -o bin/knet-sandbox ./internal/sandbox/helper
 CGO_ENABLED=0 go build -o bin/agnhost k8s.io/kubernetes/test/images/agnhost

@@ -1,20 +1,46 @@
+// Command knet is the Kubernetes networking layer in one binary: `knet up` runs a whole cluster
+// on this machine; the same binary is the node agent, the CNI plugin and the pods' helpers.
+// This package only parses flags and wires the internal packages together.
 package main
 
 import (
-	_ "go.etcd.io/etcd/server/v3/embed"
-	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
-	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
-	_ "k8s.io/kubernetes/cmd/kube-scheduler/app"
-	_ "k8s.io/kubectl/pkg/cmd"
-	_ "github.com/virtual-kubelet/virtual-kubelet/node"
-	_ "github.com/virtual-kubelet/virtual-kubelet/node/api"
-	_ "github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
-	_ "github.com/containernetworking/cni/libcni"
-	_ "github.com/containernetworking/cni/pkg/skel"
-	_ "github.com/containernetworking/plugins/pkg/ns"
-	_ "github.com/containernetworking/plugins/pkg/ip"
-	_ "github.com/vishvananda/netlink"
-	_ "sigs.k8s.io/knftables"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"knet/internal/cni"
+	"knet/internal/sandbox"
 )
 
-func main() {}
+func main() {
+	// Entry points that are not CLI subcommands: the CNI plugin is invoked by the runtime with
+	// CNI_COMMAND set; the sandbox helpers are re-executed by the kubelet's process runtime.
+	if os.Getenv("CNI_COMMAND") != "" {
+		cni.PluginMain()
+		return
+	}
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "sandbox-holder":
+			os.Exit(sandbox.HolderMain(os.Args[2:]))
+		case "container-init":
+			os.Exit(sandbox.ContainerInitMain(os.Args[2:]))
+		case "kubectl":
+			os.Exit(runKubectl(os.Args[2:]))
+		}
+	}
+	root := &cobra.Command{
+		Use:           "knet",
+		Short:         "knet: Kubernetes networking, and a whole cluster on one machine",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(upCommand(), downCommand(), statusCommand(), kubeconfigCommand(),
+		daemonCommand(), nodeCommand(), pauseCommand(),
+		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl against the cluster (KUBECONFIG defaults to the cluster's)", DisableFlagParsing: true})
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "knet:", err)
+		os.Exit(1)
+	}
+}

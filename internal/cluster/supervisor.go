@@ -59,8 +59,6 @@ func (p *NodeProcess) runOnce(ctx context.Context) error {
 	args := append([]string{"--net=/run/netns/" + p.Node.Netns, "--", p.Binary}, p.Args...)
 	cmd := exec.Command("nsenter", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 15 * time.Second
 	if p.Cgroup != nil {
 		fd, err := p.Cgroup.Into(cmd)
 		if err != nil {

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"knet/internal/cluster"
+	"knet/internal/controlplane"
+	"knet/internal/podnet"
+)
+
+// Progress protocol between the daemon and `knet up`: one line per step in <dir>/progress.
+const (
+	progressFile   = "progress"
+	progressReady  = "ready"
+	progressFailed = "failed: "
+)
+
+type daemonOptions struct {
+	name      string
+	manifests []string
+	imageMap  string
+}
+
+func daemonCommand() *cobra.Command {
+	var o daemonOptions
+	cmd := &cobra.Command{
+		Use:    "daemon",
+		Hidden: true,
+		Short:  "Run a cluster in the foreground (what `knet up` starts in the background)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return runDaemon(ctx, o)
+		},
+	}
+	cmd.Flags().StringVar(&o.name, "name", cluster.DefaultName, "cluster name")
+	cmd.Flags().StringArrayVarP(&o.manifests, "filename", "f", nil, "manifests to apply when ready")
+	cmd.Flags().StringVar(&o.imageMap, "image-map", "", "image map file")
+	return cmd
+}
+
+type progress struct{ f *os.File }
+
+func (p progress) say(format string, args ...any) {
+	fmt.Fprintf(p.f, format+"\n", args...)
+}
+
+func runDaemon(ctx context.Context, o daemonOptions) (err error) {
+	l, err := cluster.LoadLayout(o.name)
+	if err != nil {
+		return err
+	}
+	lock, err := cluster.LockDaemon(l.Dir())
+	if err != nil {
+		return fmt.Errorf("cluster %q: %w", o.name, err)
+	}
+	// The lock lives as long as the daemon; keep the file reachable so no finalizer closes it.
+	defer runtime.KeepAlive(lock)
+	pf, err := os.OpenFile(filepath.Join(l.Dir(), progressFile), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer pf.Close()
+	p := progress{pf}
+	defer func() {
+		if err != nil {
+			p.say("%s%v", progressFailed, err)
+		}
+	}()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("cluster", l.Name)
+
+	p.say("underlay %s on bridge %s, %d node namespaces", l.Underlay, l.Bridge, len(l.Nodes))
+	if err := cluster.SetupUnderlay(l); err != nil {
+		return fmt.Errorf("set up the underlay: %w", err)
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Config{
+		DataDir:          filepath.Join(l.Dir(), "controlplane"),
+		AdvertiseAddress: l.Gateway.AsSlice(),
+		SecurePort:       l.APIPort,
+		EtcdPort:         l.EtcdPort,
+		ServiceCIDR:      l.ServiceCIDR.String(),
+		ClusterCIDR:      l.PodCIDR.String(),
+		NodeCIDRMaskSize: 24,
+		Logger:           log,
+	})
+	if err != nil {
+		return fmt.Errorf("start the control plane: %w", err)
+	}
+	kubeconfig := filepath.Join(l.Dir(), "kubeconfig")
+	if err := copyFile(cp.AdminKubeconfig(), kubeconfig); err != nil {
+		return err
+	}
+	p.say("control plane ready at https://127.0.0.1:%d (kube-apiserver v1.35.4, etcd, controller-manager, scheduler)", l.APIPort)
+	client, err := kubernetes.NewForConfig(cp.RestConfig())
+	if err != nil {
+		return err
+	}
+
+	if err := ensureNodeRBAC(ctx, client); err != nil {
+		return err
+	}
+	self, _ := os.Executable()
+	cg, err := cluster.OpenCgroup(l.CgroupName())
+	if err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		cfgPath, err := writeNodeConfig(l, n, cp, self, o.imageMap)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		np := &cluster.NodeProcess{Node: n, Binary: self, Args: []string{"node", "--config", cfgPath},
+			LogDir: filepath.Join(l.Dir(), "logs"), Cgroup: cg, Logger: log}
+		go np.Run(ctx)
+	}
+	routes, err := podnet.New(podnet.Config{Client: client, NodeName: "", Mode: podnet.ModeHostGW, Link: l.Bridge})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := routes.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("host routes to pod CIDRs stopped", "err", err)
+		}
+	}()
+	if err := waitNodesReady(ctx, client, l); err != nil {
+		return err
+	}
+	p.say("%d nodes Ready", len(l.Nodes))
+	if err := waitDefaultServiceAccount(ctx, client); err != nil {
+		return err
+	}
+	for _, m := range o.manifests {
+		out, err := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", m).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("apply %s: %v\n%s", m, err, out)
+		}
+		p.say("applied %s", m)
+	}
+	p.say(progressReady)
+	<-ctx.Done()
+	log.Info("stopping")
+	select {
+	case <-cp.Done():
+	case <-time.After(10 * time.Second):
+	}
+	return nil
+}
+
+func waitNodesReady(ctx context.Context, client kubernetes.Interface, l cluster.Layout) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		ready := 0
+		for _, n := range l.Nodes {
+			node, err := client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err == nil && nodeReady(node) {
+				ready++
+			}
+		}
+		if ready == len(l.Nodes) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("only %d of %d nodes became Ready (see %s/logs)", ready, len(l.Nodes), l.Dir())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitDefaultServiceAccount waits for the service-account controller: until it made
+// default/default, creating a pod in the default namespace fails.
+func waitDefaultServiceAccount(ctx context.Context, client kubernetes.Interface) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		_, err := client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			return nil
+		}
+		if !apierrors.IsNotFound(err) && ctx.Err() != nil {
+			return fmt.Errorf("default service account: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the default service account was not created: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func writeNodeConfig(l cluster.Layout, n cluster.NodeLayout, cp *controlplane.ControlPlane, self, imageMap string) (string, error) {
+	creds, err := cp.NodeCredentials(n.Name, n.IP.AsSlice())
+	if err != nil {
+		return "", err
+	}
+	dir := l.NodeDir(n.Name)
+	cfg := nodeConfig{
+		NodeName:       n.Name,
+		NodeIP:         n.IP.String(),
+		Kubeconfig:     creds.Kubeconfig,
+		ServingCert:    creds.ServingCert,
+		ServingKey:     creds.ServingKey,
+		ClientCA:       creds.ClientCA,
+		StateDir:       dir,
+		ClusterDNS:     []string{l.ClusterDNS.String()},
+		ClusterDomain:  "cluster.local",
+		PodNetworkMode: "host-gw",
+		Underlay:       "eth0",
+		ImageMap:       imageMap,
+		Agnhost:        findAgnhost(self),
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	path := filepath.Join(dir, "node.json")
+	return path, os.WriteFile(path, b, 0o600)
+}
+
+// findAgnhost looks for the agnhost binary next to knet (where `make` puts it), then in PATH.
+func findAgnhost(self string) string {
+	if p := os.Getenv("KNET_AGNHOST"); p != "" {
+		return p
+	}
+	near := filepath.Join(filepath.Dir(self), "agnhost")
+	if _, err := os.Stat(near); err == nil {
+		return near
+	}
+	if p, err := exec.LookPath("agnhost"); err == nil {
+		return p
+	}
+	return ""
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o600)
+}

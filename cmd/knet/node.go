@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+
+	"knet/internal/cni"
+	"knet/internal/kubelet"
+	"knet/internal/podnet"
+)
+
+// nodeConfig is what the daemon hands a `knet node` process.
+type nodeConfig struct {
+	NodeName       string   `json:"nodeName"`
+	NodeIP         string   `json:"nodeIP"`
+	Kubeconfig     string   `json:"kubeconfig"`
+	ServingCert    string   `json:"servingCert"`
+	ServingKey     string   `json:"servingKey"`
+	ClientCA       string   `json:"clientCA"`
+	StateDir       string   `json:"stateDir"`
+	ClusterDNS     []string `json:"clusterDNS"`
+	ClusterDomain  string   `json:"clusterDomain"`
+	PodNetworkMode string   `json:"podNetworkMode"` // host-gw or vxlan
+	Underlay       string   `json:"underlay"`       // the node's link to other nodes
+	ImageMap       string   `json:"imageMap,omitempty"`
+	Agnhost        string   `json:"agnhost,omitempty"`
+}
+
+func nodeCommand() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:    "node",
+		Hidden: true,
+		Short:  "Run a virtual node: kubelet with the process runtime, and the networking agent",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			var cfg nodeConfig
+			if err := json.Unmarshal(b, &cfg); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return runNode(ctx, cfg)
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "node configuration file written by the cluster daemon")
+	return cmd
+}
+
+func runNode(ctx context.Context, cfg nodeConfig) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", cfg.NodeName)
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.QPS, rc.Burst = 50, 100
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	self, _ := os.Executable()
+	cniConf := filepath.Join(cfg.StateDir, "cni", "net.d")
+	cniBin := filepath.Join(cfg.StateDir, "cni", "bin")
+	if err := installCNIBinary(self, cniBin); err != nil {
+		return err
+	}
+	// The conflist appears once the controller-manager gave this Node a podCIDR; until then the
+	// kubelet reports NetworkPluginNotReady, as a real kubelet does.
+	_ = os.Remove(filepath.Join(cniConf, "10-knet.conflist"))
+	go writeCNIConfig(ctx, log, client, cfg, cniConf)
+
+	routes, err := podnet.New(podnet.Config{Client: client, NodeName: cfg.NodeName, Mode: podnet.Mode(cfg.PodNetworkMode), Link: cfg.Underlay})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := routes.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("pod network routes stopped", "err", err)
+		}
+	}()
+
+	images := kubelet.DefaultImages(self, cfg.Agnhost)
+	if cfg.ImageMap != "" {
+		if images, err = kubelet.LoadImageMap(cfg.ImageMap, images); err != nil {
+			return err
+		}
+	}
+	hostResolv := filepath.Join(cfg.StateDir, "resolv.conf")
+	if err := writeNodeResolvConf(hostResolv); err != nil {
+		return err
+	}
+	kcfg := kubelet.Config{
+		NodeName:       cfg.NodeName,
+		NodeIP:         net.ParseIP(cfg.NodeIP),
+		Client:         client,
+		StateDir:       filepath.Join(cfg.StateDir, "kubelet"),
+		CNIConfDir:     cniConf,
+		CNIBinDir:      cniBin,
+		ClusterDNS:     cfg.ClusterDNS,
+		ClusterDomain:  cfg.ClusterDomain,
+		HostResolvConf: hostResolv,
+		Images:         images,
+		ServingCert:    cfg.ServingCert,
+		ServingKey:     cfg.ServingKey,
+		ClientCA:       cfg.ClientCA,
+		ListenAddr:     ":10250",
+		HelperBinary:   sandboxHelper(self),
+		Logger:         log,
+	}
+	kl, err := kubelet.New(kcfg)
+	if err != nil {
+		return err
+	}
+	return kl.Run(ctx)
+}
+
+// installCNIBinary makes the knet binary available as the CNI plugin "knet" in binDir.
+func installCNIBinary(self, binDir string) error {
+	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return err
+	}
+	link := filepath.Join(binDir, "knet")
+	_ = os.Remove(link)
+	return os.Symlink(self, link)
+}
+
+func writeCNIConfig(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg nodeConfig, dir string) {
+	for ctx.Err() == nil {
+		node, err := client.CoreV1().Nodes().Get(ctx, cfg.NodeName, metav1.GetOptions{})
+		if err == nil && node.Spec.PodCIDR != "" {
+			mtu := 1500
+			if cfg.PodNetworkMode == "vxlan" {
+				mtu = 1450
+			}
+			err := cni.WriteConfList(dir, cni.NetConf{
+				Bridge:      "knet0",
+				PodCIDR:     node.Spec.PodCIDR,
+				MTU:         mtu,
+				DataDir:     filepath.Join(cfg.StateDir, "ipam"),
+				HairpinMode: ptr.To(true),
+			})
+			if err == nil {
+				log.Info("CNI configuration written", "podCIDR", node.Spec.PodCIDR)
+				return
+			}
+			log.Error("write CNI configuration", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// writeNodeResolvConf gives the virtual node a resolv.conf for dnsPolicy Default: the host's
+// search domains and options, but no nameserver — a virtual node has no route to the host's
+// resolver, and names outside the cluster are the cluster DNS's job.
+func writeNodeResolvConf(path string) error {
+	host, _ := os.ReadFile("/etc/resolv.conf")
+	var out []string
+	for _, line := range strings.Split(string(host), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && (f[0] == "search" || f[0] == "options") {
+			out = append(out, line)
+		}
+	}
+	return os.WriteFile(path, []byte(strings.Join(out, "\n")+"\n"), 0o644)
+}
+
+// sandboxHelper prefers the small knet-sandbox binary next to knet for pod holders and container
+// start-up: it links no Kubernetes packages, so each pod start skips their init work. The knet
+// binary itself implements the same entry points and is the fallback.
+func sandboxHelper(self string) string {
+	near := filepath.Join(filepath.Dir(self), "knet-sandbox")
+	if _, err := os.Stat(near); err == nil {
+		return near
+	}
+	return self
+}
