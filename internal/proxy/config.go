@@ -34,8 +34,9 @@ type Config struct {
 	// MinSyncInterval is the minimum time between two syncs; bursts of events
 	// inside it are coalesced into one sync. Default 100ms.
 	MinSyncInterval time.Duration
-	// SyncPeriod forces a full resync (which repairs a table someone else
-	// edited). Default 1m.
+	// SyncPeriod forces a full resync, which repairs a table someone else
+	// edited. Default 1h, as kube-proxy: informers deliver every change, and
+	// a full sync at 10k Services is ~500k nft operations.
 	SyncPeriod time.Duration
 	// RetryMin and RetryMax bound the exponential backoff after a failed
 	// apply. Defaults 500ms and 30s.
@@ -59,7 +60,7 @@ func (c *Config) Defaults() {
 		c.MinSyncInterval = 100 * time.Millisecond
 	}
 	if c.SyncPeriod == 0 {
-		c.SyncPeriod = time.Minute
+		c.SyncPeriod = time.Hour
 	}
 	if c.RetryMin == 0 {
 		c.RetryMin = 500 * time.Millisecond

@@ -239,7 +239,9 @@ func (p *Proxier) sync(ctx context.Context) error {
 	var existing map[string][]string
 	if p.applied == nil {
 		existing, err = p.nft.ListAll(ctx)
-		if err != nil && !knftables.IsNotFound(err) {
+		if knftables.IsNotFound(err) {
+			existing = map[string][]string{} // no table yet: nothing to flush
+		} else if err != nil {
 			// Not fatal: only leftovers from an older run stay behind.
 			p.log.Warn("cannot list the existing table; stale chains may remain until the next full sync", "err", err)
 		}

@@ -73,10 +73,19 @@ var staticMaps = []*knftables.Map{
 // in order, every affinity set, and every element of the static sets and
 // maps. It is a value so two syncs can be compared and diffed.
 type ruleset struct {
-	chains   map[string][]string
-	affinity map[string]time.Duration
-	// elements: set or map name -> joined key -> element.
-	elements map[string]map[string]element
+	chains map[string][]string
+	// chainOrder lists chains in the order render created them (static
+	// chains first, then Services by name), so transactions are
+	// deterministic without sorting 100k names.
+	chainOrder []string
+	affinity   map[string]time.Duration
+	// elements: set or map name -> its elements.
+	elements map[string]*elementList
+}
+
+type elementList struct {
+	order []string // joined keys, in insertion order
+	byKey map[string]element
 }
 
 type element struct {
@@ -86,12 +95,28 @@ type element struct {
 }
 
 func (r *ruleset) addElement(container string, e element) {
-	m := r.elements[container]
-	if m == nil {
-		m = map[string]element{}
-		r.elements[container] = m
+	l := r.elements[container]
+	if l == nil {
+		l = &elementList{byKey: map[string]element{}}
+		r.elements[container] = l
 	}
-	m[strings.Join(e.key, " . ")] = e
+	k := strings.Join(e.key, " . ")
+	if _, dup := l.byKey[k]; !dup {
+		l.order = append(l.order, k)
+	}
+	l.byKey[k] = e
+}
+
+func (r *ruleset) setChain(name string, rules []string) {
+	if _, ok := r.chains[name]; !ok {
+		r.chainOrder = append(r.chainOrder, name)
+	}
+	r.chains[name] = rules
+}
+
+func (r *ruleset) hasChain(name string) bool {
+	_, ok := r.chains[name]
+	return ok
 }
 
 // render turns the desired state into a ruleset. It is pure.
@@ -99,7 +124,7 @@ func render(st *State) *ruleset {
 	r := &ruleset{
 		chains:   make(map[string][]string, 16+len(st.ServicePorts)*4),
 		affinity: map[string]time.Duration{},
-		elements: map[string]map[string]element{},
+		elements: map[string]*elementList{},
 	}
 	mark := fmt.Sprintf("%#x", st.MasqueradeMark)
 	nodePortMatch := "fib daddr type local ip daddr != 127.0.0.0/8"
@@ -110,29 +135,29 @@ func render(st *State) *ruleset {
 		}
 	}
 	newOnly := "ct state new "
-	r.chains[chainFilterInput] = []string{newOnly + "jump " + chainNodePortEPCheck, newOnly + "jump " + chainServiceEPCheck}
-	r.chains[chainFilterForward] = []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck}
-	r.chains[chainFilterOutput] = []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck}
-	r.chains[chainNATPrerouting] = []string{"jump " + chainServices}
-	r.chains[chainNATOutput] = []string{"jump " + chainServices}
-	r.chains[chainNATPostrouting] = []string{"jump " + chainMasquerading}
-	r.chains[chainServices] = []string{
+	r.setChain(chainFilterInput, []string{newOnly + "jump " + chainNodePortEPCheck, newOnly + "jump " + chainServiceEPCheck})
+	r.setChain(chainFilterForward, []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck})
+	r.setChain(chainFilterOutput, []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck})
+	r.setChain(chainNATPrerouting, []string{"jump " + chainServices})
+	r.setChain(chainNATOutput, []string{"jump " + chainServices})
+	r.setChain(chainNATPostrouting, []string{"jump " + chainMasquerading})
+	r.setChain(chainServices, []string{
 		"ip daddr . meta l4proto . th dport vmap @" + mapServiceIPs,
 		nodePortMatch + " meta l4proto . th dport vmap @" + mapServiceNodePorts,
-	}
-	r.chains[chainMarkMasq] = []string{"mark set mark or " + mark}
-	r.chains[chainMasquerading] = []string{
+	})
+	r.setChain(chainMarkMasq, []string{"mark set mark or " + mark})
+	r.setChain(chainMasquerading, []string{
 		"mark and " + mark + " == 0 return",
 		// Clear the bit so a packet that is forwarded again is judged afresh.
 		"mark set mark xor " + mark,
 		"masquerade fully-random",
-	}
-	r.chains[chainServiceEPCheck] = []string{"ip daddr . meta l4proto . th dport vmap @" + mapNoEndpointServices}
-	r.chains[chainNodePortEPCheck] = []string{nodePortMatch + " meta l4proto . th dport vmap @" + mapNoEndpointNodePort}
+	})
+	r.setChain(chainServiceEPCheck, []string{"ip daddr . meta l4proto . th dport vmap @" + mapNoEndpointServices})
+	r.setChain(chainNodePortEPCheck, []string{nodePortMatch + " meta l4proto . th dport vmap @" + mapNoEndpointNodePort})
 	// A ClusterIP port that no Service defines: refuse rather than let the
 	// packet wander off the node (the Service CIDR is not routed anywhere).
-	r.chains[chainClusterIPsCheck] = []string{"ip daddr @" + setClusterIPs + " goto " + chainReject}
-	r.chains[chainReject] = []string{"meta l4proto tcp reject with tcp reset", "reject"}
+	r.setChain(chainClusterIPsCheck, []string{"ip daddr @" + setClusterIPs + " goto " + chainReject})
+	r.setChain(chainReject, []string{"meta l4proto tcp reject with tcp reset", "reject"})
 
 	cidr := st.ClusterCIDR.String()
 	for i := range st.ServicePorts {
@@ -201,14 +226,14 @@ func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {
 		if internalChain == clusterChain {
 			rules = append(rules, internalMasq)
 		}
-		r.chains[clusterChain] = appendBalance(rules, r, sp, base, sp.ClusterEndpoints)
+		r.setChain(clusterChain, appendBalance(rules, r, sp, base, sp.ClusterEndpoints))
 	}
 	if usesLocal {
 		var rules []string
 		if internalChain == localChain {
 			rules = append(rules, internalMasq)
 		}
-		r.chains[localChain] = appendBalance(rules, r, sp, base, sp.LocalEndpoints)
+		r.setChain(localChain, appendBalance(rules, r, sp, base, sp.LocalEndpoints))
 	}
 	if usesExt {
 		var rules []string
@@ -229,7 +254,7 @@ func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {
 		if len(external) > 0 {
 			rules = append(rules, "goto "+externalPolicyChain)
 		}
-		r.chains[extChain] = rules
+		r.setChain(extChain, rules)
 	}
 }
 
@@ -238,10 +263,11 @@ func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {
 func appendBalance(rules []string, r *ruleset, sp *ServicePort, base string, eps []Endpoint) []string {
 	var vmap strings.Builder
 	for i, ep := range eps {
-		epName := ep.String()
+		ipStr, portStr := ep.IP.String(), strconv.Itoa(int(ep.Port))
+		epName := ipStr + ":" + portStr
 		// Endpoint names use "/" instead of ":" because ":" is not allowed
 		// in nft identifiers.
-		epID := base + "__" + ep.IP.String() + "/" + strconv.Itoa(int(ep.Port))
+		epID := base + "__" + ipStr + "/" + portStr
 		chain := prefixEndpoint + epID
 		if sp.AffinityTimeout > 0 {
 			// The timeout is in the set's name so a changed timeout is a new
@@ -249,19 +275,19 @@ func appendBalance(rules []string, r *ruleset, sp *ServicePort, base string, eps
 			set := prefixAffinity + epID + "__" + strconv.Itoa(int(sp.AffinityTimeout/time.Second)) + "s"
 			r.affinity[set] = sp.AffinityTimeout
 			rules = append(rules, "ip saddr @"+set+" goto "+chain)
-			if _, done := r.chains[chain]; !done {
-				r.chains[chain] = []string{
-					"ip saddr " + ep.IP.String() + " jump " + chainMarkMasq,
+			if !r.hasChain(chain) {
+				r.setChain(chain, []string{
+					"ip saddr " + ipStr + " jump " + chainMarkMasq,
 					"update @" + set + " { ip saddr }",
 					"meta l4proto " + sp.Protocol + " dnat to " + epName,
-				}
+				})
 			}
-		} else if _, done := r.chains[chain]; !done {
-			r.chains[chain] = []string{
+		} else if !r.hasChain(chain) {
+			r.setChain(chain, []string{
 				// Hairpin: a pod reaching itself through its Service.
-				"ip saddr " + ep.IP.String() + " jump " + chainMarkMasq,
+				"ip saddr " + ipStr + " jump " + chainMarkMasq,
 				"meta l4proto " + sp.Protocol + " dnat to " + epName,
-			}
+			})
 		}
 		if i > 0 {
 			vmap.WriteString(" , ")
