@@ -129,5 +129,7 @@ func (v volumeAdapter) SetUp(ctx context.Context, pod *corev1.Pod) (map[string][
 	return out, nil
 }
 
-func (v volumeAdapter) Refresh(ctx context.Context, pod *corev1.Pod) error { return v.m.Refresh(ctx, pod) }
-func (v volumeAdapter) TearDown(uid types.UID) error                       { return v.m.TearDown(uid) }
+func (v volumeAdapter) Refresh(ctx context.Context, pod *corev1.Pod) error {
+	return v.m.Refresh(ctx, pod)
+}
+func (v volumeAdapter) TearDown(uid types.UID) error { return v.m.TearDown(uid) }

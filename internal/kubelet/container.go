@@ -42,6 +42,8 @@ type containerRunner struct {
 	exitedOnce sync.Once
 	// kill asks the running attempt to stop (liveness failure).
 	kill chan string
+	// launched is set once a goroutine runs the container's attempts.
+	launched bool
 	// stopCh stops a sidecar when the main containers are done.
 	stopCh   chan struct{}
 	stopOnce sync.Once
@@ -97,13 +99,10 @@ func (c *containerRunner) markExited() { c.exitedOnce.Do(func() { close(c.exited
 // never started).
 func (c *containerRunner) waitExited() {
 	c.w.mu.Lock()
-	running := c.proc != nil
+	launched := c.launched
 	c.w.mu.Unlock()
-	if running || c.sidecar {
-		select {
-		case <-c.exited:
-		case <-time.After(c.w.gracePeriodOr(c.w.podGrace()) + 5*time.Second):
-		}
+	if launched {
+		<-c.exited
 	}
 }
 
@@ -253,6 +252,9 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	}
 	if c.spec.TerminationMessagePath != "" {
 		tm := c.terminationMessageFile()
+		if err := os.MkdirAll(filepath.Dir(tm), 0o755); err != nil {
+			return c.startFailed(fmt.Errorf("create termination message directory: %w", err), attempt)
+		}
 		if err := os.WriteFile(tm, nil, 0o666); err != nil {
 			return c.startFailed(fmt.Errorf("create termination message file: %w", err), attempt)
 		}
@@ -315,14 +317,20 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	}
 	go c.probe(attemptCtx, proc, podIPs)
 
+	// Sidecars outlive the main containers: they stop when finish() says
+	// so, not as soon as the pod is deleted.
+	deleting := w.deleting
+	if c.sidecar {
+		deleting = nil
+	}
 	select {
 	case <-proc.Done():
-	case <-w.deleting:
+	case <-deleting:
 		c.event(corev1.EventTypeNormal, "Killing", "Stopping container %s", c.spec.Name)
 		c.killProcess(proc, w.gracePeriodOr(w.podGrace()), true)
 	case <-c.stopCh:
 		c.event(corev1.EventTypeNormal, "Killing", "Stopping container %s", c.spec.Name)
-		c.killProcess(proc, w.podGrace(), true)
+		c.killProcess(proc, w.gracePeriodOr(w.podGrace()), true)
 	case why := <-c.kill:
 		c.event(corev1.EventTypeNormal, "Killing", "Container %s %s, will be restarted", c.spec.Name, why)
 		c.killProcess(proc, c.probeGrace(), true)

@@ -379,6 +379,9 @@ func (w *podWorker) runInitContainers(ctx context.Context) bool {
 			return false
 		}
 		if c.sidecar {
+			w.mu.Lock()
+			c.launched = true
+			w.mu.Unlock()
 			go c.supervise(ctx)
 			if !c.waitStarted(w.deleting) {
 				return false
