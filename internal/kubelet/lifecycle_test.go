@@ -76,7 +76,7 @@ func (n *recordingNetwork) attachments() int {
 type noVolumes struct{}
 
 func (noVolumes) SetUp(context.Context, *corev1.Pod) (map[string][]bindMount, error) { return nil, nil }
-func (noVolumes) Refresh(context.Context, *corev1.Pod) error                       { return nil }
+func (noVolumes) Refresh(context.Context, *corev1.Pod) error                         { return nil }
 func (noVolumes) TearDown(types.UID) error                                           { return nil }
 
 type testKubelet struct {

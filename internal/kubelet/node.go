@@ -169,7 +169,16 @@ func nodeConditions(netReady bool, prev []corev1.NodeCondition, now time.Time) [
 // watchNetwork reports the node Ready or NotReady as the CNI configuration
 // appears or goes away.
 func (k *Kubelet) watchNetwork(ctx context.Context) {
-	last := k.net.Ready()
+	// Compare with what the registered Node says, so a change between
+	// registration and now is not missed.
+	last := false
+	k.nodeMu.Lock()
+	for _, c := range k.nodeObj.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			last = c.Status == corev1.ConditionTrue
+		}
+	}
+	k.nodeMu.Unlock()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -182,13 +191,18 @@ func (k *Kubelet) watchNetwork(ctx context.Context) {
 		if ready == last {
 			continue
 		}
-		last = ready
-		k.log.Info("network plugin readiness changed", "ready", ready)
 		k.nodeMu.Lock()
+		cb := k.notifyNode
+		if cb == nil {
+			// virtual-kubelet has not subscribed yet; report on a later tick.
+			k.nodeMu.Unlock()
+			continue
+		}
+		last = ready
 		k.nodeObj.Status.Conditions = nodeConditions(ready, k.nodeObj.Status.Conditions, time.Now())
 		n := k.nodeObj.DeepCopy()
-		cb := k.notifyNode
 		k.nodeMu.Unlock()
+		k.log.Info("network plugin readiness changed", "ready", ready)
 		if cb != nil {
 			cb(n)
 		}
