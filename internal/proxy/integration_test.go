@@ -225,7 +225,7 @@ func dialTCP(ns netns.NsHandle, addr string) (string, net.Conn, error) {
 	return strings.TrimSpace(line), c, nil
 }
 
-func startNSProxier(t *testing.T, tn *testNet, client *fake.Clientset) (stop func()) {
+func startNSProxier(t *testing.T, tn *testNet, client *fake.Clientset) (p *Proxier, nft *nsNFT, stop func()) {
 	t.Helper()
 	nft, err := newNSNFT(tn.node)
 	if err != nil {
@@ -235,7 +235,7 @@ func startNSProxier(t *testing.T, tn *testNet, client *fake.Clientset) (stop fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := New(Config{
+	p, err = New(Config{
 		Client: client, NodeName: testNode, ClusterCIDR: "10.244.0.0/16",
 		NodeIPs: []net.IP{net.ParseIP("10.244.1.1")}, MinSyncInterval: 20 * time.Millisecond,
 		Recorder: record.NewFakeRecorder(100), NFT: nft, Conntrack: NetlinkConntrack{Handle: h},
@@ -268,7 +268,7 @@ func startNSProxier(t *testing.T, tn *testNet, client *fake.Clientset) (stop fun
 	if p.Stats().SyncFailures != 0 {
 		t.Errorf("sync failures against real nftables: %d", p.Stats().SyncFailures)
 	}
-	return stop
+	return p, nft, stop
 }
 
 func TestIntegrationClusterIPOverRealNftables(t *testing.T) {
@@ -280,7 +280,7 @@ func TestIntegrationClusterIPOverRealNftables(t *testing.T) {
 		makeSlice("ns1", "web", "web-1", "http", v1.ProtocolTCP, 8080,
 			ep{ip: "10.244.1.10", node: testNode}, ep{ip: "10.244.1.11", node: testNode}),
 	)
-	stop := startNSProxier(t, tn, client)
+	_, _, stop := startNSProxier(t, tn, client)
 
 	// From pod A: both backends are reached, including pod A itself (hairpin).
 	seen := map[string]bool{}
@@ -305,7 +305,7 @@ func TestIntegrationClusterIPOverRealNftables(t *testing.T) {
 	// A proxy restart (a new Proxier rewriting the table) keeps the
 	// established connection.
 	stop()
-	startNSProxier(t, tn, client)
+	p, nft, _ := startNSProxier(t, tn, client)
 	rd := bufio.NewReader(established)
 	_ = established.SetDeadline(time.Now().Add(3 * time.Second))
 	if _, err := fmt.Fprintf(established, "still there\n"); err != nil {
@@ -338,6 +338,29 @@ func TestIntegrationClusterIPOverRealNftables(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+
+	// The flushed endpoint chains are deleted by a later sync.
+	time.Sleep(staleChainGrace)
+	if _, err := client.CoreV1().Services("ns1").Create(context.Background(), makeService("ns1", "other", "10.96.0.99", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		chains, err := nft.List(context.Background(), "chain")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(strings.Join(chains, " "), "ns1/web") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stale chains of ns1/web still in the kernel: %v", chains)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := p.Stats().SyncFailures; n != 0 {
+		t.Errorf("%d sync failures against real nftables", n)
+	}
 }
 
 func TestIntegrationUDPConntrackCleanup(t *testing.T) {
@@ -351,7 +374,7 @@ func TestIntegrationUDPConntrackCleanup(t *testing.T) {
 		s.Spec.Ports = []v1.ServicePort{{Name: "dns", Protocol: v1.ProtocolUDP, Port: 53}}
 	})
 	client := fake.NewClientset(svc, dns("10.244.1.10"))
-	startNSProxier(t, tn, client)
+	p, _, _ := startNSProxier(t, tn, client)
 
 	// One client socket, so every packet has the same 5-tuple and the same
 	// conntrack entry, like a long-lived DNS client.
@@ -388,5 +411,8 @@ func TestIntegrationUDPConntrackCleanup(t *testing.T) {
 	}
 	if got != "pod-b" {
 		t.Errorf("UDP flow still answered by %q after its endpoint moved to pod B; stale conntrack entry not deleted", got)
+	}
+	if n := p.Stats().SyncFailures; n != 0 {
+		t.Errorf("%d sync failures against real nftables", n)
 	}
 }
