@@ -284,6 +284,16 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 		return c.startFailed(err, attempt)
 	}
 	startedAt := time.Now()
+	if pid := newProcessID(proc.PID()); pid != nil {
+		if err := w.updateState(func(st *podState) {
+			if st.Containers == nil {
+				st.Containers = map[string]processID{}
+			}
+			st.Containers[c.spec.Name] = *pid
+		}); err != nil {
+			w.log.Warn("record container process", "err", err)
+		}
+	}
 	hasStartup := c.spec.StartupProbe != nil
 	w.mu.Lock()
 	c.proc = proc
@@ -344,6 +354,9 @@ func (c *containerRunner) exited_(proc containerProcess, attempt int, startedAt 
 	<-proc.Done()
 	st := proc.ExitStatus()
 	w := c.w
+	if err := w.updateState(func(st *podState) { delete(st.Containers, c.spec.Name) }); err != nil {
+		w.log.Warn("record container exit", "err", err)
+	}
 	term := &corev1.ContainerStateTerminated{
 		ExitCode:   int32(st.Code),
 		Signal:     int32(st.Signal),

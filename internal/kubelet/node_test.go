@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-
 func TestInitialNode(t *testing.T) {
 	cfg := Config{NodeName: "knet-worker", NodeIP: net.ParseIP("172.18.0.3"), StateDir: t.TempDir(), Version: "v0.1.0"}
 	cfg.Defaults()

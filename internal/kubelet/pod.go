@@ -42,6 +42,10 @@ type podWorker struct {
 	removed     chan struct{}
 	removedOnce sync.Once
 
+	// state is what the state file records (cleanupLeftovers reads it).
+	stateMu sync.Mutex
+	state   podState
+
 	mu           sync.Mutex
 	pod          *corev1.Pod // as given by CreatePod/UpdatePod (env resolved)
 	grace        time.Duration
@@ -246,7 +250,9 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 	}
 	spec.Mounts = append(spec.Mounts, imageMounts(pod, cfg.Images)...)
 
-	if err := w.saveState(podState{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}); err != nil {
+	if err := w.updateState(func(st *podState) {
+		*st = podState{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
+	}); err != nil {
 		return err
 	}
 	sb, err := w.k.rt.StartSandbox(ctx, spec)
@@ -260,8 +266,9 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 			}
 		}
 	}()
-	st := podState{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID), HolderPID: sb.HolderPID()}
-	st.HolderCmdline = procCmdline(sb.HolderPID())
+	if err := w.updateState(func(st *podState) { st.Holder = newProcessID(sb.HolderPID()) }); err != nil {
+		return err
+	}
 
 	podIPs := hostIPs(cfg.NodeIP)
 	var att *cniAttachment
@@ -274,8 +281,7 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 			UID:          string(pod.UID),
 			PortMappings: hostPortMappings(pod),
 		}
-		st.CNI = att
-		if err := w.saveState(st); err != nil {
+		if err := w.updateState(func(st *podState) { st.CNI = att }); err != nil {
 			return err
 		}
 		ips, err := w.k.net.Setup(ctx, *att)
@@ -293,9 +299,6 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 				}
 			}
 		}()
-	}
-	if err := w.saveState(st); err != nil {
-		return err
 	}
 	hostHosts, _ := os.ReadFile("/etc/hosts")
 	hosts := podfiles.Hosts(pod, podIPs, hostHosts, cfg.ClusterDomain)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -18,15 +19,67 @@ import (
 // podState is what a restarted kubelet needs to clean up a pod sandbox it
 // lost track of. It is written before each step that creates something.
 type podState struct {
-	Namespace     string         `json:"namespace"`
-	Name          string         `json:"name"`
-	UID           string         `json:"uid"`
-	HolderPID     int            `json:"holderPID,omitempty"`
-	HolderCmdline string         `json:"holderCmdline,omitempty"`
-	CNI           *cniAttachment `json:"cni,omitempty"`
+	Namespace string         `json:"namespace"`
+	Name      string         `json:"name"`
+	UID       string         `json:"uid"`
+	Holder    *processID     `json:"holder,omitempty"`
+	CNI       *cniAttachment `json:"cni,omitempty"`
+	// Containers are the running container processes by container name.
+	Containers map[string]processID `json:"containers,omitempty"`
+}
+
+// processID identifies a process across PID reuse: the PID and the time
+// (in clock ticks since boot) the kernel started it.
+type processID struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"`
+}
+
+func newProcessID(pid int) *processID {
+	st, ok := procStartTime(pid)
+	if !ok {
+		return nil
+	}
+	return &processID{PID: pid, StartTime: st}
+}
+
+// alive reports whether the process still is the one recorded.
+func (p processID) alive() bool {
+	st, ok := procStartTime(p.PID)
+	return ok && st == p.StartTime
+}
+
+// procStartTime reads field 22 of /proc/<pid>/stat.
+func procStartTime(pid int) (uint64, bool) {
+	if pid <= 0 {
+		return 0, false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command name (field 2) may contain spaces; fields resume after ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 20 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(fields[19], 10, 64)
+	return v, err == nil
 }
 
 const stateFile = "state.json"
+
+// updateState changes the pod's state file under the worker's lock.
+func (w *podWorker) updateState(change func(*podState)) error {
+	w.stateMu.Lock()
+	defer w.stateMu.Unlock()
+	change(&w.state)
+	return w.saveState(w.state)
+}
 
 func (w *podWorker) saveState(st podState) error {
 	data, err := json.Marshal(st)
@@ -43,22 +96,11 @@ func (w *podWorker) saveState(st podState) error {
 	return nil
 }
 
-// procCmdline returns /proc/<pid>/cmdline, "" if the process is gone.
-func procCmdline(pid int) string {
-	if pid <= 0 {
-		return ""
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return ""
-	}
-	return string(b)
-}
-
 // cleanupLeftovers removes the pod sandboxes a previous run of this kubelet
-// left behind: it detaches them from the network, kills their holder
-// process (only if the PID still runs the command we started, so a reused
-// PID is never hit), tears down their volumes and removes their state.
+// left behind: it detaches them from the network, kills their container
+// and holder processes (only if the PID still is the process we started,
+// by its start time, so a reused PID is never hit), tears down their
+// volumes and removes their state.
 // Virtual-kubelet then creates the node's pods again.
 func (k *Kubelet) cleanupLeftovers(ctx context.Context) {
 	entries, err := os.ReadDir(k.cfg.podsDir())
@@ -85,13 +127,21 @@ func (k *Kubelet) cleanupLeftovers(ctx context.Context) {
 				log.Warn("CNI DEL of leftover pod", "err", err)
 			}
 		}
-		if st.HolderPID > 0 && st.HolderCmdline != "" && procCmdline(st.HolderPID) == st.HolderCmdline {
-			// Killing the holder ends the pod's PID namespace and with it
-			// every container process.
-			if err := syscall.Kill(st.HolderPID, syscall.SIGKILL); err != nil {
-				log.Warn("kill leftover sandbox holder", "pid", st.HolderPID, "err", err)
+		procs := make([]processID, 0, len(st.Containers)+1)
+		for _, p := range st.Containers {
+			procs = append(procs, p)
+		}
+		if st.Holder != nil {
+			procs = append(procs, *st.Holder) // last: it holds the namespaces
+		}
+		for _, p := range procs {
+			if !p.alive() {
+				continue
 			}
-			waitGone(st.HolderPID, 5*time.Second)
+			if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+				log.Warn("kill leftover pod process", "pid", p.PID, "err", err)
+			}
+			waitGone(p, 5*time.Second)
 		}
 		if err := k.volumes.TearDown(types.UID(e.Name())); err != nil {
 			log.Warn("tear down leftover volumes", "err", err)
@@ -104,10 +154,10 @@ func (k *Kubelet) cleanupLeftovers(ctx context.Context) {
 	}
 }
 
-func waitGone(pid int, timeout time.Duration) {
+func waitGone(p processID, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if err := syscall.Kill(pid, 0); err != nil {
+		if !p.alive() {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
