@@ -71,7 +71,7 @@ func (c *containerRunner) restartPolicy() string {
 	if c.sidecar {
 		return "Always"
 	}
-	p := string(c.w.pod.Spec.RestartPolicy)
+	p := string(c.w.restartPolicy)
 	if c.isInit && p == "Always" {
 		// A failed init container is retried; one that succeeded is done.
 		return "OnFailure"
@@ -190,7 +190,7 @@ func (c *containerRunner) fieldPath() string {
 
 func (c *containerRunner) event(typ, reason, format string, args ...any) {
 	ref := &corev1.ObjectReference{
-		Kind: "Pod", APIVersion: "v1", Namespace: c.w.pod.Namespace, Name: c.w.pod.Name, UID: c.w.uid,
+		Kind: "Pod", APIVersion: "v1", Namespace: c.w.namespace, Name: c.w.name, UID: c.w.uid,
 		FieldPath: c.fieldPath(),
 	}
 	c.w.k.recorder.Eventf(ref, typ, reason, format, args...)
@@ -307,6 +307,7 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	c.rec.ContainerID = "knet://" + id
 	c.rec.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt)}}
 	c.rec.Started = !hasStartup
+	c.rec.StartedOnce = c.rec.StartedOnce || !hasStartup
 	c.rec.Ready = !hasStartup && c.spec.ReadinessProbe == nil && (!c.isInit || c.sidecar)
 	w.mu.Unlock()
 	w.changed()
@@ -381,6 +382,7 @@ func (c *containerRunner) exited_(proc containerProcess, attempt int, startedAt 
 	term.ContainerID = c.rec.ContainerID
 	c.rec.State = corev1.ContainerState{Terminated: term}
 	c.rec.Ready = false
+	c.rec.Started = false
 	w.mu.Unlock()
 	w.changed()
 	w.log.Info("container exited", "container", c.spec.Name, "attempt", attempt, "exitCode", st.Code, "signal", int(st.Signal))

@@ -192,7 +192,7 @@ func (k *Kubelet) startPod(pod *corev1.Pod) {
 func (k *Kubelet) current(w *podWorker) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.pods[podKey(w.pod)] == w
+	return k.pods[w.key()] == w
 }
 
 func (k *Kubelet) worker(namespace, name string) *podWorker {
@@ -207,7 +207,7 @@ func (k *Kubelet) worker(namespace, name string) *podWorker {
 // directory with its logs.
 func (k *Kubelet) reap(w *podWorker) {
 	<-w.done
-	<-w.deleting
+	<-w.deleted
 	k.mu.Lock()
 	shutting := k.shuttingDown
 	k.mu.Unlock()
@@ -219,8 +219,8 @@ func (k *Kubelet) reap(w *podWorker) {
 		w.log.Warn("remove pod directory", "err", err)
 	}
 	k.mu.Lock()
-	if k.pods[podKey(w.pod)] == w {
-		delete(k.pods, podKey(w.pod))
+	if k.pods[w.key()] == w {
+		delete(k.pods, w.key())
 	}
 	k.mu.Unlock()
 	w.closeRemoved()
@@ -232,7 +232,7 @@ func (k *Kubelet) deleteFromAPI(w *podWorker) {
 	if k.podLister == nil || k.cfg.Client == nil {
 		return
 	}
-	ns, name := w.pod.Namespace, w.pod.Name
+	ns, name := w.namespace, w.name
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		p, err := k.podLister.Pods(ns).Get(name)
@@ -303,7 +303,7 @@ func (k *Kubelet) notifier(w *podWorker) {
 // apiPod is the pod as the API server has it, or our copy without one.
 func (w *podWorker) apiPod() *corev1.Pod {
 	if l := w.k.podLister; l != nil {
-		if p, err := l.Pods(w.pod.Namespace).Get(w.pod.Name); err == nil && p.UID == w.uid {
+		if p, err := l.Pods(w.namespace).Get(w.name); err == nil && p.UID == w.uid {
 			return p
 		}
 	}

@@ -389,3 +389,20 @@ func TestLivenessFailureRestartsAndUnmappedImageWaits(t *testing.T) {
 		t.Errorf("events: Killing for liveness %v, Unhealthy %v", sawKilling, sawUnhealthy)
 	}
 }
+
+func TestActiveDeadlineFailsPod(t *testing.T) {
+	tk := newTestKubelet(t)
+	pod := newTestPod("deadline")
+	pod.Spec.ActiveDeadlineSeconds = ptrTo(int64(1))
+	pod.Spec.TerminationGracePeriodSeconds = ptrTo(int64(1))
+	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"/bin/sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"}}}
+	tk.run(t, pod)
+	st := tk.waitFor(t, pod, "Failed", 20*time.Second, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+	if st.Status.Reason != "DeadlineExceeded" {
+		t.Errorf("reason = %q, want DeadlineExceeded", st.Status.Reason)
+	}
+	// A failed pod stays known (kubectl logs works) until it is deleted.
+	if tk.worker(pod.Namespace, pod.Name) == nil {
+		t.Error("failed pod forgotten before deletion")
+	}
+}

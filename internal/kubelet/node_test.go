@@ -1,6 +1,8 @@
 package kubelet
 
 import (
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,7 +13,7 @@ import (
 )
 
 func TestInitialNode(t *testing.T) {
-	cfg := Config{NodeName: "knet-worker", NodeIP: net.ParseIP("172.18.0.3"), StateDir: t.TempDir(), Version: "v0.1.0"}
+	cfg := Config{NodeName: "knet-worker", NodeIP: net.ParseIP("172.18.0.3"), StateDir: t.TempDir(), Version: "v0.1.0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	cfg.Defaults()
 	confDir := t.TempDir()
 	k := newKubelet(cfg, nil, newCNINetwork(confDir, "/none", t.TempDir()), noVolumes{})

@@ -24,12 +24,20 @@ import (
 type podWorker struct {
 	k   *Kubelet
 	log *slog.Logger
-	uid types.UID
-	dir string // StateDir/pods/<uid>
+	// Immutable identity of the pod.
+	uid             types.UID
+	namespace, name string
+	restartPolicy   corev1.RestartPolicy
+	dir             string // StateDir/pods/<uid>
 
-	// deleting is closed when the pod is to be terminated (DeletePod).
+	// deleting is closed when every container is to stop: the pod was
+	// deleted, or its activeDeadlineSeconds passed.
 	deleting  chan struct{}
 	closeOnce sync.Once
+	// deleted is closed when the pod was deleted (DeletePod): once it is
+	// done, the kubelet forgets it.
+	deleted     chan struct{}
+	deletedOnce sync.Once
 	// done is closed when every process stopped and the sandbox is gone.
 	done chan struct{}
 	// prev is a worker for an earlier pod with the same name that must be
@@ -63,16 +71,20 @@ type podWorker struct {
 
 func newPodWorker(k *Kubelet, pod *corev1.Pod, prev *podWorker) *podWorker {
 	w := &podWorker{
-		k:        k,
-		log:      k.log.With("pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID),
-		uid:      pod.UID,
-		dir:      filepath.Join(k.cfg.podsDir(), string(pod.UID)),
-		deleting: make(chan struct{}),
-		done:     make(chan struct{}),
-		dirty:    make(chan struct{}, 1),
-		removed:  make(chan struct{}),
-		prev:     prev,
-		pod:      pod.DeepCopy(),
+		k:             k,
+		log:           k.log.With("pod", pod.Namespace+"/"+pod.Name, "uid", pod.UID),
+		uid:           pod.UID,
+		namespace:     pod.Namespace,
+		name:          pod.Name,
+		restartPolicy: pod.Spec.RestartPolicy,
+		deleted:       make(chan struct{}),
+		dir:           filepath.Join(k.cfg.podsDir(), string(pod.UID)),
+		deleting:      make(chan struct{}),
+		done:          make(chan struct{}),
+		dirty:         make(chan struct{}, 1),
+		removed:       make(chan struct{}),
+		prev:          prev,
+		pod:           pod.DeepCopy(),
 	}
 	for i := range pod.Spec.InitContainers {
 		w.init = append(w.init, newContainerRunner(w, &pod.Spec.InitContainers[i], true))
@@ -102,14 +114,52 @@ func (w *podWorker) isDeleting() bool {
 	}
 }
 
-// terminate asks the pod to stop, giving containers grace to exit.
+// terminate stops the deleted pod, giving containers grace to exit.
 func (w *podWorker) terminate(grace time.Duration) {
+	w.stopAll(grace)
+	w.deletedOnce.Do(func() { close(w.deleted) })
+}
+
+// stopAll stops every container; a shorter grace period than one given
+// before wins, as for repeated deletes.
+func (w *podWorker) stopAll(grace time.Duration) {
 	w.mu.Lock()
 	if !w.isDeleting() || grace < w.grace {
 		w.grace = grace
 	}
 	w.mu.Unlock()
 	w.closeOnce.Do(func() { close(w.deleting) })
+}
+
+func (w *podWorker) key() string { return w.namespace + "/" + w.name }
+
+const reasonDeadlineExceeded = "DeadlineExceeded"
+
+// enforceDeadline fails the pod when it has been active on the node for
+// longer than spec.activeDeadlineSeconds (which updates may shorten).
+func (w *podWorker) enforceDeadline() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.deleting:
+			return
+		case <-w.done:
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		ads, start := w.pod.Spec.ActiveDeadlineSeconds, w.startTime
+		w.mu.Unlock()
+		if ads == nil || start.IsZero() || time.Since(start) < time.Duration(*ads)*time.Second {
+			continue
+		}
+		w.setPodMessage(reasonDeadlineExceeded, "Pod was active on the node longer than the specified deadline")
+		pod := w.snapshotPod()
+		w.k.recorder.Event(pod, corev1.EventTypeNormal, reasonDeadlineExceeded, "Pod was active on the node longer than the specified deadline")
+		w.stopAll(w.podGrace())
+		return
+	}
 }
 
 func (w *podWorker) gracePeriod() time.Duration {
@@ -160,6 +210,7 @@ func (w *podWorker) run(ctx context.Context) {
 	w.startTime = time.Now()
 	w.mu.Unlock()
 	w.changed()
+	go w.enforceDeadline()
 
 	if err := w.setUp(ctx); err != nil {
 		if !w.isDeleting() {
@@ -185,7 +236,6 @@ func (w *podWorker) setUp(ctx context.Context) error {
 	pod := w.snapshotPod()
 	if !pod.Spec.HostNetwork {
 		for !w.k.net.Ready() {
-			w.setPodMessage("", "")
 			w.k.recorder.Event(pod, corev1.EventTypeWarning, "NetworkNotReady",
 				"network is not ready: container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
 			if !w.sleep(2 * time.Second) {
@@ -215,7 +265,7 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 	if err := podfiles.CheckHostname(pod, cfg.ClusterDomain); err != nil {
 		return err
 	}
-	hostname, _ := podfiles.Hostname(pod, cfg.ClusterDomain)
+	hostname := hostnameOf(pod, cfg.ClusterDomain)
 	hostResolv, err := os.ReadFile(cfg.HostResolvConf)
 	if err != nil {
 		return fmt.Errorf("read host resolv.conf %s (Config.HostResolvConf): %w", cfg.HostResolvConf, err)
@@ -312,7 +362,6 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 	}
 	w.mu.Lock()
 	w.sb, w.att, w.podIPs, w.sandboxReady = sb, att, podIPs, true
-	w.reason, w.msg = "", ""
 	for _, c := range append(append([]*containerRunner(nil), w.init...), w.containers...) {
 		c.volumeMounts = mounts[c.spec.Name]
 	}
@@ -440,8 +489,10 @@ func (w *podWorker) snapshotPod() *corev1.Pod {
 // few mutable spec fields matter to a running pod.
 func (w *podWorker) update(pod *corev1.Pod) {
 	w.mu.Lock()
-	w.pod.ObjectMeta = *pod.ObjectMeta.DeepCopy()
-	w.pod.Spec.ActiveDeadlineSeconds = pod.Spec.ActiveDeadlineSeconds
+	p := w.pod.DeepCopy()
+	p.ObjectMeta = *pod.ObjectMeta.DeepCopy()
+	p.Spec.ActiveDeadlineSeconds = pod.Spec.ActiveDeadlineSeconds
+	w.pod = p
 	w.mu.Unlock()
 	w.changed()
 }

@@ -287,6 +287,7 @@ func (c *containerRunner) probe(ctx context.Context, proc containerProcess, podI
 		}
 		w.mu.Lock()
 		c.rec.Started = true
+		c.rec.StartedOnce = true
 		c.rec.Ready = c.spec.ReadinessProbe == nil && (!c.isInit || c.sidecar)
 		w.mu.Unlock()
 		c.startedOnce.Do(func() { close(c.started) })

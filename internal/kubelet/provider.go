@@ -51,8 +51,10 @@ func (p provider) DeletePod(_ context.Context, pod *corev1.Pod) error {
 	}
 	if pod.DeletionTimestamp != nil {
 		w.mu.Lock()
-		w.pod.DeletionTimestamp = pod.DeletionTimestamp.DeepCopy()
-		w.pod.DeletionGracePeriodSeconds = pod.DeletionGracePeriodSeconds
+		p := w.pod.DeepCopy()
+		p.DeletionTimestamp = pod.DeletionTimestamp.DeepCopy()
+		p.DeletionGracePeriodSeconds = pod.DeletionGracePeriodSeconds
+		w.pod = p
 		w.mu.Unlock()
 	}
 	w.terminate(grace)
@@ -85,7 +87,7 @@ func (p provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
 	p.k.mu.Lock()
 	keys := make([][2]string, 0, len(p.k.pods))
 	for _, w := range p.k.pods {
-		keys = append(keys, [2]string{w.pod.Namespace, w.pod.Name})
+		keys = append(keys, [2]string{w.namespace, w.name})
 	}
 	p.k.mu.Unlock()
 	var out []*corev1.Pod

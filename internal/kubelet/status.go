@@ -23,6 +23,8 @@ type containerRecord struct {
 	RestartCount int32
 	Ready        bool
 	Started      bool
+	// StartedOnce: some attempt started (sidecars stay "initialized").
+	StartedOnce bool
 }
 
 func (r containerRecord) status() corev1.ContainerStatus {
@@ -71,7 +73,7 @@ func isSidecar(c *corev1.Container) bool {
 func initDone(spec *corev1.Container, r containerRecord) bool {
 	if isSidecar(spec) {
 		// Once a sidecar started, a later crash does not un-initialize the pod.
-		return r.Started || r.RestartCount > 0
+		return r.StartedOnce
 	}
 	return r.State.Terminated != nil && r.State.Terminated.ExitCode == 0
 }
@@ -79,6 +81,9 @@ func initDone(spec *corev1.Container, r containerRecord) bool {
 // podPhase follows the kubelet's getPhase.
 func podPhase(r podRecord) corev1.PodPhase {
 	spec := &r.Pod.Spec
+	if r.Terminal && r.Reason == reasonDeadlineExceeded {
+		return corev1.PodFailed
+	}
 	initialized := true
 	for i := range spec.InitContainers {
 		ir := r.Init[i]

@@ -78,13 +78,13 @@ func TestPodStatusPhase(t *testing.T) {
 			[]containerRecord{{Name: "init", State: exited(1)}},
 			[]containerRecord{{Name: "a", State: waiting("PodInitializing")}}, false, corev1.PodPending, "False", "False"},
 		{"sidecar started, main running", testPod("Never", []corev1.Container{sidecar}, "a"),
-			[]containerRecord{{Name: "side", State: running(), Started: true, Ready: true}},
+			[]containerRecord{{Name: "side", State: running(), Started: true, StartedOnce: true, Ready: true}},
 			[]containerRecord{{Name: "a", State: running(), Ready: true}}, false, corev1.PodRunning, "True", "True"},
 		{"sidecar unready blocks Ready", testPod("Never", []corev1.Container{sidecar}, "a"),
-			[]containerRecord{{Name: "side", State: running(), Started: true}},
+			[]containerRecord{{Name: "side", State: running(), Started: true, StartedOnce: true}},
 			[]containerRecord{{Name: "a", State: running(), Ready: true}}, false, corev1.PodRunning, "False", "True"},
 		{"main done, sidecar still running: succeeded", testPod("Never", []corev1.Container{sidecar}, "a"),
-			[]containerRecord{{Name: "side", State: exited(137), Started: true}},
+			[]containerRecord{{Name: "side", State: exited(137), StartedOnce: true}},
 			[]containerRecord{{Name: "a", State: exited(0)}}, true, corev1.PodSucceeded, "False", "True"},
 	}
 	for _, tc := range tests {
