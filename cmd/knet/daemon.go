@@ -231,6 +231,7 @@ func writeNodeConfig(l cluster.Layout, n cluster.NodeLayout, cp *controlplane.Co
 		ClusterDNS:     []string{l.ClusterDNS.String()},
 		ClusterDomain:  "cluster.local",
 		PodNetworkMode: "host-gw",
+		ClusterCIDR:    l.PodCIDR.String(),
 		Underlay:       "eth0",
 		ImageMap:       imageMap,
 		Agnhost:        findAgnhost(self),

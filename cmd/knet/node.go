@@ -14,14 +14,19 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
 	"knet/internal/cni"
 	"knet/internal/kubelet"
 	"knet/internal/podnet"
+	"knet/internal/proxy"
 )
 
 // nodeConfig is what the daemon hands a `knet node` process.
@@ -36,6 +41,7 @@ type nodeConfig struct {
 	ClusterDNS     []string `json:"clusterDNS"`
 	ClusterDomain  string   `json:"clusterDomain"`
 	PodNetworkMode string   `json:"podNetworkMode"` // host-gw or vxlan
+	ClusterCIDR    string   `json:"clusterCIDR"`    // all pods (masquerade decisions of the service proxy)
 	Underlay       string   `json:"underlay"`       // the node's link to other nodes
 	ImageMap       string   `json:"imageMap,omitempty"`
 	Agnhost        string   `json:"agnhost,omitempty"`
@@ -96,6 +102,10 @@ func runNode(ctx context.Context, cfg nodeConfig) error {
 			log.Error("pod network routes stopped", "err", err)
 		}
 	}()
+
+	if err := startServiceProxy(ctx, log, client, cfg); err != nil {
+		return err
+	}
 
 	images := kubelet.DefaultImages(self, cfg.Agnhost)
 	if cfg.ImageMap != "" {
@@ -194,4 +204,31 @@ func sandboxHelper(self string) string {
 		return near
 	}
 	return self
+}
+
+// startServiceProxy runs the service proxy for this node (its nftables table lives in the node's
+// network namespace, where this process runs).
+func startServiceProxy(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg nodeConfig) error {
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "knet-proxy", Host: cfg.NodeName})
+	nodeIP := net.ParseIP(cfg.NodeIP)
+	p, err := proxy.New(proxy.Config{
+		Client:            client,
+		NodeName:          cfg.NodeName,
+		NodeIPs:           []net.IP{nodeIP},
+		ClusterCIDR:       cfg.ClusterCIDR,
+		HealthCheckBindIP: nodeIP,
+		Recorder:          recorder,
+		Logger:            log.With("component", "proxy"),
+	})
+	if err != nil {
+		return fmt.Errorf("service proxy: %w", err)
+	}
+	go func() {
+		if err := p.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("service proxy stopped", "err", err)
+		}
+	}()
+	return nil
 }

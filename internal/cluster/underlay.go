@@ -145,6 +145,13 @@ func ensureNode(l Layout, n NodeLayout, br netlink.Link) error {
 			return fmt.Errorf("bring up %s: %w", name, err)
 		}
 	}
+	// Processes in the node (hostNetwork pods, the kubelet's probes) reach ClusterIPs: the route
+	// only has to exist for connect() to proceed; the service proxy DNATs in the output hook.
+	// Anything not DNATed dies at the host's unreachable guard route.
+	svc := &netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: prefixNet(l.ServiceCIDR), Scope: netlink.SCOPE_LINK, Protocol: guardProtocol}
+	if err := h.RouteReplace(svc); err != nil {
+		return fmt.Errorf("route Service CIDR %s in the node: %w", l.ServiceCIDR, err)
+	}
 	return inNetns(ns, func() error {
 		for key, val := range map[string]string{
 			"net/ipv4/ip_forward":                 "1",

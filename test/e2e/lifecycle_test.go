@@ -98,7 +98,7 @@ func TestProbes(t *testing.T) {
 	ns := testNamespace(t)
 	// Readiness: a pod whose readiness probe fails stays running but not Ready.
 	notReady := netexecPod("notready", nil)
-	notReady.Spec.Containers[0].ReadinessProbe.HTTPGet.Path = "/no-such-path-404"
+	notReady.Spec.Containers[0].ReadinessProbe.HTTPGet.Port = intstrFromInt(8099) // nothing listens there
 	createPod(t, ns, notReady)
 	waitPod(t, ns, "notready", 30*time.Second, "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
 	time.Sleep(3 * time.Second)
