@@ -67,22 +67,21 @@ func New(cfg Config) (*Kubelet, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := newKubelet(cfg, newSandboxRuntime(&cfg), newCNINetwork(cfg.CNIConfDir, cfg.CNIBinDir, cfg.cniCacheDir()), vm)
-	k.broadcaster = record.NewBroadcaster()
-	k.recorder = k.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName})
-	return k, nil
+	return newKubelet(cfg, newSandboxRuntime(&cfg), newCNINetwork(cfg.CNIConfDir, cfg.CNIBinDir, cfg.cniCacheDir()), vm), nil
 }
 
 func newKubelet(cfg Config, rt runtimeService, n network, vm volumeManager) *Kubelet {
+	b := record.NewBroadcaster()
 	return &Kubelet{
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "kubelet", "node", cfg.NodeName),
-		rt:       rt,
-		net:      n,
-		volumes:  vm,
-		recorder: &record.FakeRecorder{},
-		pods:     map[string]*podWorker{},
-		runCtx:   context.Background(),
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "kubelet", "node", cfg.NodeName),
+		rt:          rt,
+		net:         n,
+		volumes:     vm,
+		broadcaster: b,
+		recorder:    b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName}),
+		pods:        map[string]*podWorker{},
+		runCtx:      context.Background(),
 	}
 }
 
