@@ -215,7 +215,8 @@ func TestExternalTrafficPolicyLocalPreservesClientIP(t *testing.T) {
 	pods := backends(t, ns, "local", 1)
 	svc := createService(t, ns, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "local"},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+		// LoadBalancer, because only it gets a healthCheckNodePort; the test uses its NodePort.
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 			Selector: map[string]string{"app": "local"}, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
 	})
 	node, err := client.CoreV1().Nodes().Get(context.Background(), pods[0].Spec.NodeName, metav1.GetOptions{})
