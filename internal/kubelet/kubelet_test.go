@@ -9,12 +9,15 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,7 +26,24 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
+	utilexec "k8s.io/utils/exec"
 )
+
+// clientCertPEM returns the client certificate and key of a TLS config as PEM.
+func clientCertPEM(t *testing.T, c *tls.Config) (certPEM, keyPEM []byte) {
+	t.Helper()
+	cert := c.Certificates[0]
+	keyDER, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
 
 // testPKI writes a CA, a serving certificate for 127.0.0.1 and a client
 // certificate, and returns their paths plus a client TLS config.
@@ -142,6 +162,11 @@ func TestRunWithFakeAPIServer(t *testing.T) {
 	pod := newTestPod("web")
 	pod.Spec.Containers = []corev1.Container{{Name: "main", Image: "busybox",
 		Command: []string{"/bin/sh", "-c", "echo served-log-line; while true; do sleep 0.1; done"}}}
+	socat, socatErr := exec.LookPath("socat")
+	if socatErr == nil {
+		pod.Spec.Containers = append(pod.Spec.Containers, corev1.Container{Name: "srv", Image: "busybox",
+			Command: []string{socat, "TCP-LISTEN:8080,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo pong"}})
+	}
 	if _, err := client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +201,51 @@ func TestRunWithFakeAPIServer(t *testing.T) {
 	if resp, err := anon.Get(url); err == nil {
 		resp.Body.Close()
 		t.Errorf("kubelet API served a client without certificate: %d", resp.StatusCode)
+	}
+
+	// exec and port-forward as the API server relays them (SPDY).
+	restCfg := &rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", port), TLSClientConfig: rest.TLSClientConfig{CAFile: caFile}}
+	restCfg.TLSClientConfig.CertData, restCfg.TLSClientConfig.KeyData = clientCertPEM(t, clientTLS)
+	execURL, _ := neturl.Parse(fmt.Sprintf("https://127.0.0.1:%d/exec/default/web/main?command=sh&command=-c&command=echo+out%%3B+echo+err+%%3E%%262%%3B+exit+7&output=1&error=1", port))
+	ex, err := remotecommand.NewSPDYExecutor(restCfg, "POST", execURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr strings.Builder
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &stdout, Stderr: &stderr})
+	var exitErr utilexec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.ExitStatus() != 7 || stdout.String() != "out\n" || stderr.String() != "err\n" {
+		t.Errorf("exec: err %v, stdout %q, stderr %q; want exit 7, out, err", err, stdout.String(), stderr.String())
+	}
+	if socatErr == nil {
+		rt, upgrader, err := spdy.RoundTripperFor(restCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pfURL, _ := neturl.Parse(fmt.Sprintf("https://127.0.0.1:%d/portForward/default/web", port))
+		dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, "POST", pfURL)
+		stop, ready := make(chan struct{}), make(chan struct{})
+		fw, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{"0:8080"}, stop, ready, io.Discard, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go fw.ForwardPorts()
+		<-ready
+		ports, _ := fw.GetPorts()
+		var reply []byte
+		waitUntil(t, "port-forward reply", 10*time.Second, func() bool {
+			c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[0].Local))
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			reply, _ = io.ReadAll(c)
+			return len(reply) > 0
+		})
+		close(stop)
+		if string(reply) != "pong\n" {
+			t.Errorf("port-forward reply = %q", reply)
+		}
 	}
 
 	// Deleting the pod from the API stops it and detaches its network.
