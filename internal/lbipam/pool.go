@@ -109,7 +109,8 @@ func isBuggy(a netip.Addr) bool {
 	return b[3] == 0 || b[3] == 255
 }
 
-// parseAddresses parses CIDRs and a.b.c.d-e.f.g.h ranges (IPv4 only).
+// parseAddresses parses CIDRs, a.b.c.d-e.f.g.h ranges and single addresses
+// (IPv4 only).
 func parseAddresses(specs []string) ([]addrRange, error) {
 	if len(specs) == 0 {
 		return nil, errors.New("spec.addresses is empty; list CIDRs like 172.18.255.192/26 or ranges like 172.18.255.200-172.18.255.210")
@@ -127,8 +128,14 @@ func parseAddresses(specs []string) ([]addrRange, error) {
 			r = addrRange{a, b}
 		} else {
 			p, err := netip.ParsePrefix(s)
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p, err = a.Prefix(a.BitLen()) // a bare address is a /32
+			}
 			if err != nil {
 				return nil, fmt.Errorf("address %q is neither a CIDR nor a range a.b.c.d-e.f.g.h", s)
+			}
+			if !p.Addr().Is4() {
+				return nil, fmt.Errorf("address %q is not IPv4; knet's LoadBalancer pools are IPv4-only", s)
 			}
 			p = p.Masked()
 			r = addrRange{p.Addr(), lastAddr(p)}
