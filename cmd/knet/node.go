@@ -25,7 +25,6 @@ import (
 
 	"knet/internal/cni"
 	"knet/internal/kubelet"
-	"knet/internal/podnet"
 	"knet/internal/proxy"
 )
 
@@ -93,15 +92,9 @@ func runNode(ctx context.Context, cfg nodeConfig) error {
 	_ = os.Remove(filepath.Join(cniConf, "10-knet.conflist"))
 	go writeCNIConfig(ctx, log, client, cfg, cniConf)
 
-	routes, err := podnet.New(podnet.Config{Client: client, NodeName: cfg.NodeName, Mode: podnet.Mode(cfg.PodNetworkMode), Link: cfg.Underlay})
-	if err != nil {
+	if err := startRoutes(ctx, log, client, cfg); err != nil {
 		return err
 	}
-	go func() {
-		if err := routes.Run(ctx); err != nil && ctx.Err() == nil {
-			log.Error("pod network routes stopped", "err", err)
-		}
-	}()
 
 	if err := startServiceProxy(ctx, log, client, cfg); err != nil {
 		return err
