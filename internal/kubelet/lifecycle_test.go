@@ -406,3 +406,54 @@ func TestActiveDeadlineFailsPod(t *testing.T) {
 		t.Error("failed pod forgotten before deletion")
 	}
 }
+
+func TestSidecarStartupProbeAndHooks(t *testing.T) {
+	tk := newTestKubelet(t)
+	always := corev1.ContainerRestartPolicyAlways
+	pod := newTestPod("hooks")
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	pod.Spec.InitContainers = []corev1.Container{{
+		Name: "sidecar", Image: "busybox", RestartPolicy: &always,
+		Command: []string{"/bin/sh", "-c", "sleep 0.5; touch /sidecar-up; while true; do sleep 0.1; done"},
+		StartupProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-e", "/sidecar-up"}}},
+			PeriodSeconds: 1, TimeoutSeconds: 2, SuccessThreshold: 1, FailureThreshold: 30,
+		},
+	}}
+	pod.Spec.Containers = []corev1.Container{{
+		Name: "main", Image: "busybox",
+		// The main container may only start once the sidecar passed its
+		// startup probe; postStart runs before it counts as started.
+		// On SIGTERM it reports what preStop left, through its termination message.
+		Command: []string{"/bin/sh", "-c",
+			"test -e /sidecar-up || exit 9; trap 'cat /prestop-saw > /dev/termination-log; exit 0' TERM; while true; do sleep 0.1; done"},
+		TerminationMessagePath: "/dev/termination-log",
+		Lifecycle: &corev1.Lifecycle{
+			PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/sh", "-c", "echo post > /poststart"}}},
+			PreStop:   &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/sh", "-c", "cp /poststart /prestop-saw"}}},
+		},
+	}}
+	tk.run(t, pod)
+	st := tk.waitFor(t, pod, "Ready", 20*time.Second, podReady)
+	side := st.Status.InitContainerStatuses[0]
+	if side.State.Running == nil || side.Started == nil || !*side.Started || !side.Ready {
+		t.Errorf("sidecar status = %+v", side)
+	}
+	out := bufIO{stdout: &closeBuffer{}, stderr: &closeBuffer{}}
+	if err := (provider{tk.Kubelet}).RunInContainer(context.Background(), "default", "hooks", "main", []string{"cat", "/poststart"}, out); err != nil || out.stdout.String() != "post\n" {
+		t.Errorf("postStart hook effect: %q, %v", out.stdout.String(), err)
+	}
+
+	w := tk.worker("default", "hooks")
+	if err := (provider{tk.Kubelet}).DeletePod(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	<-w.done
+	final, _ := w.computeStatus()
+	if term := final.Status.ContainerStatuses[0].State.Terminated; term == nil || term.ExitCode != 0 || term.Message != "post\n" {
+		t.Errorf("main after delete = %+v; want exit 0 with message \"post\" (preStop ran before SIGTERM)", final.Status.ContainerStatuses[0].State)
+	}
+	if s := final.Status.InitContainerStatuses[0].State.Terminated; s == nil {
+		t.Errorf("sidecar not terminated after the pod stopped: %+v", final.Status.InitContainerStatuses[0].State)
+	}
+}
