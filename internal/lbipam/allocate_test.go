@@ -59,13 +59,15 @@ func udp(s *v1.Service) {
 		s.Spec.Ports[i].Protocol = v1.ProtocolUDP
 	}
 }
-func local(s *v1.Service)           { s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal }
-func selector(app string) svcOpt    { return func(s *v1.Service) { s.Spec.Selector = map[string]string{"app": app} } }
-func clusterIPType(s *v1.Service)   { s.Spec.Type = v1.ServiceTypeClusterIP }
-func lbClass(c string) svcOpt       { return func(s *v1.Service) { s.Spec.LoadBalancerClass = &c } }
-func svcLabel(k, v string) svcOpt   { return func(s *v1.Service) { s.Labels = map[string]string{k: v} } }
-func legacyIP(ip string) svcOpt     { return func(s *v1.Service) { s.Spec.LoadBalancerIP = ip } }
-func boolPtr(b bool) *bool          { return &b }
+func local(s *v1.Service) { s.Spec.ExternalTrafficPolicy = v1.ServiceExternalTrafficPolicyLocal }
+func selector(app string) svcOpt {
+	return func(s *v1.Service) { s.Spec.Selector = map[string]string{"app": app} }
+}
+func clusterIPType(s *v1.Service) { s.Spec.Type = v1.ServiceTypeClusterIP }
+func lbClass(c string) svcOpt     { return func(s *v1.Service) { s.Spec.LoadBalancerClass = &c } }
+func svcLabel(k, v string) svcOpt { return func(s *v1.Service) { s.Labels = map[string]string{k: v} } }
+func legacyIP(ip string) svcOpt   { return func(s *v1.Service) { s.Spec.LoadBalancerIP = ip } }
+func boolPtr(b bool) *bool        { return &b }
 func srcPool(name string, age int, spec IPAddressPoolSpec) PoolSource {
 	return PoolSource{Name: name, Created: epoch.Add(time.Duration(age) * time.Second), Spec: spec}
 }
