@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/miekg/dns"
@@ -110,4 +111,31 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("dns config: TTL %d is over an hour: cluster answers change with every rollout, keep it small (default 5)", c.TTL)
 	}
 	return nil
+}
+
+// UpstreamsFromResolvConf returns the nameservers of a resolv.conf file as
+// "ip:53" upstreams, for a server that forwards to its node's resolvers
+// (dnsPolicy: Default). Loopback nameservers are skipped: inside the DNS pod
+// they would point back at a local stub, or at this server itself.
+func UpstreamsFromResolvConf(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read upstreams from %s: %w", path, err)
+	}
+	var ups []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "nameserver" {
+			continue
+		}
+		a, err := netip.ParseAddr(f[1])
+		if err != nil || a.IsLoopback() {
+			continue
+		}
+		ups = append(ups, netip.AddrPortFrom(a.WithZone(""), 53).String())
+	}
+	if len(ups) == 0 {
+		return nil, fmt.Errorf("read upstreams from %s: no usable nameserver line (loopback ones are skipped)", path)
+	}
+	return ups, nil
 }
