@@ -24,11 +24,11 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("defaults = %+v, want cluster.local, :53, :8080, TTL 5", c)
 	}
 	for name, mutate := range map[string]func(*Config){
-		"no client":           func(c *Config) { c.Client = nil },
+		"no client":            func(c *Config) { c.Client = nil },
 		"upstream not ip:port": func(c *Config) { c.Upstreams = []string{"dns.google"} },
-		"listen without port": func(c *Config) { c.Listen = "0.0.0.0" },
-		"bad domain":          func(c *Config) { c.ClusterDomain = strings.Repeat("a", 64) + ".local" },
-		"huge TTL":            func(c *Config) { c.TTL = 86400 },
+		"listen without port":  func(c *Config) { c.Listen = "0.0.0.0" },
+		"bad domain":           func(c *Config) { c.ClusterDomain = strings.Repeat("a", 64) + ".local" },
+		"huge TTL":             func(c *Config) { c.TTL = 86400 },
 	} {
 		c := valid()
 		mutate(&c)
