@@ -245,6 +245,11 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	attempt := c.attempt
 	c.attempt++
 	w.mu.Unlock()
+	// A kill request from the previous attempt's probes must not hit this one.
+	select {
+	case <-c.kill:
+	default:
+	}
 
 	logPath := c.logPath(attempt)
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,12 +43,13 @@ func TestMain(m *testing.M) {
 // recordingNetwork stands in for the CNI plugin: it hands out one IP and
 // records that every attachment is detached again.
 type recordingNetwork struct {
+	notReady atomic.Bool
 	mu       sync.Mutex
 	attached map[string]cniAttachment
 	adds     int
 }
 
-func (n *recordingNetwork) Ready() bool { return true }
+func (n *recordingNetwork) Ready() bool { return !n.notReady.Load() }
 
 func (n *recordingNetwork) Setup(_ context.Context, a cniAttachment) ([]string, error) {
 	if _, err := os.Stat(a.NetNS); err != nil {
@@ -456,4 +458,22 @@ func TestSidecarStartupProbeAndHooks(t *testing.T) {
 	if s := final.Status.InitContainerStatuses[0].State.Terminated; s == nil {
 		t.Errorf("sidecar not terminated after the pod stopped: %+v", final.Status.InitContainerStatuses[0].State)
 	}
+}
+
+func TestPodWaitsForNetworkPlugin(t *testing.T) {
+	tk := newTestKubelet(t)
+	tk.net.notReady.Store(true)
+	pod := newTestPod("early")
+	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"/bin/sh", "-c", "while true; do sleep 0.1; done"}}}
+	tk.run(t, pod)
+	time.Sleep(time.Second)
+	st, _ := tk.worker("default", "early").computeStatus()
+	if st.Status.Phase != corev1.PodPending || st.Status.PodIP != "" || st.Status.ContainerStatuses[0].State.Waiting == nil {
+		t.Errorf("before the network is ready: phase %s podIP %q state %+v", st.Status.Phase, st.Status.PodIP, st.Status.ContainerStatuses[0].State)
+	}
+	if s, _ := condStatus(st.Status, corev1.PodReadyToStartContainers); s != corev1.ConditionFalse {
+		t.Errorf("PodReadyToStartContainers = %s before the network is ready", s)
+	}
+	tk.net.notReady.Store(false)
+	tk.waitFor(t, pod, "Ready once the network plugin is ready", 10*time.Second, podReady)
 }

@@ -235,9 +235,11 @@ func (w *podWorker) run(ctx context.Context) {
 func (w *podWorker) setUp(ctx context.Context) error {
 	pod := w.snapshotPod()
 	if !pod.Spec.HostNetwork {
-		for !w.k.net.Ready() {
-			w.k.recorder.Event(pod, corev1.EventTypeWarning, "NetworkNotReady",
-				"network is not ready: container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
+		for i := 0; !w.k.net.Ready(); i++ {
+			if i%15 == 0 { // every 30s, not every check
+				w.k.recorder.Event(pod, corev1.EventTypeWarning, "NetworkNotReady",
+					"network is not ready: container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
+			}
 			if !w.sleep(2 * time.Second) {
 				return errors.New("deleted while waiting for the network")
 			}

@@ -279,7 +279,9 @@ func (c *containerRunner) probe(ctx context.Context, proc containerProcess, podI
 				started = true
 				return false
 			}
-			c.requestKill("failed startup probe")
+			if ctx.Err() == nil {
+				c.requestKill("failed startup probe")
+			}
 			return false
 		})
 		if !started {
@@ -296,7 +298,9 @@ func (c *containerRunner) probe(ctx context.Context, proc containerProcess, podI
 	if lp := c.spec.LivenessProbe; lp != nil {
 		go probeLoop(ctx, lp, runner(lp), unhealthy("Liveness"), func(ok bool) bool {
 			if !ok {
-				c.requestKill("failed liveness probe")
+				if ctx.Err() == nil {
+					c.requestKill("failed liveness probe")
+				}
 				return false
 			}
 			return true
