@@ -88,12 +88,12 @@ func TestHostMatching(t *testing.T) {
 		httpRule("", ingPath("/", P, "any", 80)),
 	))
 	cases := []struct{ hostHeader, path, want string }{
-		{"bar.foo.com", "/", "wildcard"},        // matches based on shared suffix
-		{"baz.bar.foo.com", "/", "any"},         // wildcard covers a single label
-		{"foo.com", "/", "any"},                 // wildcard needs one label
-		{"foo.bar.com", "/x", "exact"},          // exact beats wildcard *.bar.com
-		{"FOO.Bar.com:8080", "/", "exact"},      // case-insensitive, port ignored
-		{"foo.bar.com.", "/", "exact"},          // trailing dot
+		{"bar.foo.com", "/", "wildcard"},   // matches based on shared suffix
+		{"baz.bar.foo.com", "/", "any"},    // wildcard covers a single label
+		{"foo.com", "/", "any"},            // wildcard needs one label
+		{"foo.bar.com", "/x", "exact"},     // exact beats wildcard *.bar.com
+		{"FOO.Bar.com:8080", "/", "exact"}, // case-insensitive, port ignored
+		{"foo.bar.com.", "/", "exact"},     // trailing dot
 		{"x.bar.com", "/only/y", "wildcard-bar"},
 		{"x.bar.com", "/other", ""}, // host matched: no fall-through to host-less rules
 		{"10.0.0.1:80", "/", "any"},

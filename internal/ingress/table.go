@@ -41,7 +41,7 @@ type table struct {
 type snapshot struct {
 	ingresses []*networkingv1.Ingress
 	classes   []*networkingv1.IngressClass
-	services  map[string]*corev1.Service                // "namespace/name"
+	services  map[string]*corev1.Service              // "namespace/name"
 	slices    map[string][]*discoveryv1.EndpointSlice // "namespace/service"
 	secrets   map[string]*corev1.Secret               // "namespace/name"
 }
@@ -183,7 +183,7 @@ func (b *builder) build(snap snapshot) *buildResult {
 				}
 				claims[ck] = claim{owner: ing}
 				r.backend = b.backend(ing, &p.Backend)
-				r.sslRedirect = redirect == "true" || (redirect != "false" && host != "" && tlsHosts[host])
+				r.sslRedirect = redirect == "true" || (redirect != "false" && hasTLS(tlsHosts, host))
 				t.rules(host).add(r)
 			}
 		}
@@ -198,6 +198,19 @@ func (b *builder) build(snap snapshot) *buildResult {
 		t.anyHost.sort()
 	}
 	return b.res
+}
+
+// hasTLS reports whether a rule host is covered by a TLS section, itself
+// or through a one-label wildcard.
+func hasTLS(tlsHosts map[string]bool, host string) bool {
+	if host == "" {
+		return false
+	}
+	if tlsHosts[host] {
+		return true
+	}
+	s, ok := wildcardSuffix(host)
+	return ok && !strings.HasPrefix(host, "*.") && tlsHosts["*."+s]
 }
 
 // rules returns (creating) the hostRules a rule of host h belongs to.
