@@ -81,6 +81,10 @@ func (c containerAdapter) ExitStatus() exitStatus {
 	return exitStatus{Code: st.Code, Signal: st.Signal, StartedAt: st.StartedAt, FinishedAt: st.FinishedAt, Err: st.Err}
 }
 
+func (c containerAdapter) Resize(s termSize) error {
+	return c.Container.Resize(sandbox.TermSize{Width: s.Width, Height: s.Height})
+}
+
 func (c containerAdapter) Exec(ctx context.Context, e execSpec) (int, error) {
 	cfg := sandbox.ExecConfig{Args: e.Args, Env: e.Env, TTY: e.TTY, Stdin: e.Stdin, Stdout: e.Stdout, Stderr: e.Stderr}
 	if e.Resize != nil {

@@ -477,3 +477,24 @@ func TestPodWaitsForNetworkPlugin(t *testing.T) {
 	tk.net.notReady.Store(false)
 	tk.waitFor(t, pod, "Ready once the network plugin is ready", 10*time.Second, podReady)
 }
+
+func TestAttachSendsStdinAndStreamsOutput(t *testing.T) {
+	tk := newTestKubelet(t)
+	pod := newTestPod("attach")
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox", Stdin: true, StdinOnce: true,
+		Command: []string{"/bin/sh", "-c", "read line; echo got-$line"}}}
+	tk.run(t, pod)
+	tk.waitFor(t, pod, "Running", 20*time.Second, func(p *corev1.Pod) bool {
+		return p.Status.ContainerStatuses[0].State.Running != nil
+	})
+	out := bufIO{stdin: strings.NewReader("hello\n"), stdout: &closeBuffer{}, stderr: &closeBuffer{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := (provider{tk.Kubelet}).AttachToContainer(ctx, "default", "attach", "c", out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.stdout.String(); got != "got-hello\n" {
+		t.Errorf("attached output = %q, want %q", got, "got-hello\n")
+	}
+}

@@ -251,6 +251,15 @@ func (p provider) AttachToContainer(ctx context.Context, namespace, podName, con
 			}()
 		}
 	}
+	if attach.TTY() {
+		go func() {
+			for s := range convertResize(ctx, attach.Resize()) {
+				if err := proc.Resize(s); err != nil {
+					c.w.log.Debug("resize attached terminal", "container", c.spec.Name, "err", err)
+				}
+			}
+		}()
+	}
 	out := attach.Stdout()
 	if out == nil {
 		out = attach.Stderr()

@@ -70,6 +70,8 @@ type containerProcess interface {
 	ExitStatus() exitStatus
 	Signal(sig syscall.Signal) error
 	Stdin() io.WriteCloser
+	// Resize sets the size of the container's terminal (TTY containers).
+	Resize(size termSize) error
 	Exec(ctx context.Context, cfg execSpec) (int, error)
 }
 
