@@ -185,3 +185,44 @@ func TestControllerConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestControllerWithLeaderElectionTakesLease(t *testing.T) {
+	kube := fake.NewClientset(lbSvc("a/svc", 0))
+	c, err := NewController(ControllerConfig{
+		Client: kube, Dynamic: dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{PoolResource: "IPAddressPoolList"}),
+		DefaultPool:    []string{"10.0.0.1/32"},
+		LeaderElection: &LeaderElection{Identity: "replica-1", LeaseDuration: time.Second, RenewDeadline: 500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	eventually(t, "allocation by the leader", func() bool {
+		s, _ := kube.CoreV1().Services("a").Get(ctx, "svc", metav1.GetOptions{})
+		return s != nil && len(s.Status.LoadBalancer.Ingress) == 1 && s.Status.LoadBalancer.Ingress[0].IP == "10.0.0.1"
+	})
+	lease, err := kube.CoordinationV1().Leases("kube-system").Get(ctx, "knet-lbipam", metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != "replica-1" {
+		t.Fatalf("lease kube-system/knet-lbipam = %v, %v; want held by replica-1", lease, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run after cancel: %v", err)
+	}
+}
+
+func TestSpeakerConfigValidate(t *testing.T) {
+	cfg := SpeakerConfig{HeartbeatPort: 70000}
+	cfg.Defaults()
+	err := cfg.Validate()
+	for _, want := range []string{"Client is required", "NodeName is required", "70000"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to mention %q", err, want)
+		}
+	}
+	if cfg.Interface != "eth0" || cfg.HeartbeatInterval != 100*time.Millisecond || cfg.MissedHeartbeats != 3 {
+		t.Errorf("defaults: %+v", cfg)
+	}
+}
