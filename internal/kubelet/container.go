@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -574,5 +573,3 @@ func envList(env map[string]string, hostname string) []string {
 	}
 	return out
 }
-
-var errNotRunning = errors.New("container is not running")
