@@ -35,7 +35,7 @@ type env struct {
 	http *http.Client
 }
 
-func startEnv(t *testing.T, objs ...runtime.Object) *env {
+func startEnv(t testing.TB, objs ...runtime.Object) *env {
 	t.Helper()
 	client := fake.NewClientset(objs...)
 	cfg := testConfig(client)
@@ -57,7 +57,7 @@ func startEnv(t *testing.T, objs ...runtime.Object) *env {
 	h, s, _ := c.Addrs()
 	e := &env{client: client, httpAddr: h.String(), httpsAdr: s.String()}
 	e.http = &http.Client{
-		Transport: &http.Transport{DialContext: e.dialTo(e.httpAddr), MaxIdleConnsPerHost: 64},
+		Transport:     &http.Transport{DialContext: e.dialTo(e.httpAddr), MaxIdleConnsPerHost: 64},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		Timeout:       10 * time.Second,
 	}
@@ -73,7 +73,7 @@ func (e *env) dialTo(addr string) func(context.Context, string, string) (net.Con
 }
 
 // get returns status and body of GET http://host+path through the proxy.
-func (e *env) get(t *testing.T, host, path string) (int, string) {
+func (e *env) get(t testing.TB, host, path string) (int, string) {
 	t.Helper()
 	resp, err := e.http.Get("http://" + host + path)
 	if err != nil {
@@ -85,7 +85,7 @@ func (e *env) get(t *testing.T, host, path string) (int, string) {
 }
 
 // waitFor polls until f is true or fails the test after 5s.
-func waitFor(t *testing.T, what string, f func() bool) {
+func waitFor(t testing.TB, what string, f func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !f() {
@@ -97,7 +97,7 @@ func waitFor(t *testing.T, what string, f func() bool) {
 }
 
 // echoBackend answers "name method path" plus the X-Forwarded-* headers.
-func echoBackend(t *testing.T, name string) (*httptest.Server, int32) {
+func echoBackend(t testing.TB, name string) (*httptest.Server, int32) {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
