@@ -137,7 +137,7 @@ func (k *Kubelet) nodeConfig(c *nodeutil.NodeConfig) error {
 	c.Client = k.cfg.Client
 	c.NodeSpec = *k.initialNode()
 	c.HTTPListenAddr = k.cfg.ListenAddr
-	c.EventRecorder = k.recorder
+	c.EventRecorder = quietRecorder{k.recorder}
 	c.NumWorkers = max(runtime.NumCPU(), 4)
 	c.StreamIdleTimeout = 4 * time.Hour
 	c.StreamCreationTimeout = 30 * time.Second
