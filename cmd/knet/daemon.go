@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"knet/deploy"
 	"knet/internal/cluster"
 	"knet/internal/controlplane"
 	"knet/internal/podnet"
@@ -145,6 +147,13 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 	if err := waitDefaultServiceAccount(ctx, client); err != nil {
 		return err
 	}
+	if err := applyAddons(ctx, self, kubeconfig); err != nil {
+		return err
+	}
+	if err := waitAddonsReady(ctx, client); err != nil {
+		return err
+	}
+	p.say("add-ons Ready: knet-dns (kube-dns 10.96.0.10)")
 	for _, m := range o.manifests {
 		out, err := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", m).CombinedOutput()
 		if err != nil {
@@ -265,4 +274,49 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return os.WriteFile(dst, b, 0o600)
+}
+
+// applyAddons applies the embedded add-on manifests with the embedded kubectl, as a user would.
+func applyAddons(ctx context.Context, self, kubeconfig string) error {
+	for _, name := range deploy.Addons {
+		b, err := deploy.Files.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-")
+		cmd.Stdin = bytes.NewReader(b)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("apply add-on %s: %v\n%s", name, err, out)
+		}
+	}
+	return nil
+}
+
+// waitAddonsReady waits until every add-on Deployment in kube-system has all replicas Ready.
+func waitAddonsReady(ctx context.Context, client kubernetes.Interface) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		deps, err := client.AppsV1().Deployments("kube-system").List(ctx, metav1.ListOptions{})
+		if err == nil && len(deps.Items) > 0 {
+			ready := true
+			for _, d := range deps.Items {
+				want := int32(1)
+				if d.Spec.Replicas != nil {
+					want = *d.Spec.Replicas
+				}
+				if d.Status.ReadyReplicas < want {
+					ready = false
+				}
+			}
+			if ready {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("add-ons in kube-system not Ready (see `knet kubectl -n kube-system get pods`): %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -307,6 +307,14 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 	}); err != nil {
 		return err
 	}
+	// Volumes first: the sandbox's mount namespace is a copy of ours taken when it starts, so
+	// tmpfs-backed volumes (secrets, projected tokens) must be mounted before, or containers
+	// would see the empty directory under them.
+	mounts, err := w.k.volumes.SetUp(ctx, pod)
+	if err != nil {
+		w.k.recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
+		return fmt.Errorf("set up volumes: %w", err)
+	}
 	sb, err := w.k.rt.StartSandbox(ctx, spec)
 	if err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
@@ -356,11 +364,6 @@ func (w *podWorker) createSandbox(ctx context.Context, pod *corev1.Pod) (retErr 
 	hosts := podfiles.Hosts(pod, podIPs, hostHosts, cfg.ClusterDomain)
 	if err := rewriteInPlace(hostsPath, hosts); err != nil {
 		return fmt.Errorf("write pod hosts file: %w", err)
-	}
-	mounts, err := w.k.volumes.SetUp(ctx, pod)
-	if err != nil {
-		w.k.recorder.Eventf(pod, corev1.EventTypeWarning, "FailedMount", "MountVolume.SetUp failed: %v", err)
-		return fmt.Errorf("set up volumes: %w", err)
 	}
 	w.mu.Lock()
 	w.sb, w.att, w.podIPs, w.sandboxReady = sb, att, podIPs, true
