@@ -5,7 +5,7 @@ package deploy
 import "embed"
 
 // Addons are the manifests `knet up` applies, in order.
-var Addons = []string{"dns.yaml"}
+var Addons = []string{"dns.yaml", "ingress.yaml"}
 
 //go:embed *.yaml
 var Files embed.FS

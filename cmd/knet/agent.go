@@ -26,6 +26,8 @@ type agentOptions struct {
 	mode        string
 	routes      bool
 	proxy       bool
+	netpol      bool
+	speaker     bool
 }
 
 // agentCommand is the networking agent alone, one per node of an existing cluster (a DaemonSet
@@ -35,7 +37,7 @@ func agentCommand() *cobra.Command {
 	var o agentOptions
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Run the networking agent for one node: pod routes and the service proxy",
+		Short: "Run the networking agent for one node: pod routes, service proxy, NetworkPolicy, LoadBalancer announcement",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -51,6 +53,8 @@ func agentCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.mode, "pod-network", "host-gw", "routes between nodes: host-gw or vxlan")
 	cmd.Flags().BoolVar(&o.routes, "routes", true, "program routes to other nodes' podCIDRs")
 	cmd.Flags().BoolVar(&o.proxy, "proxy", true, "run the service proxy")
+	cmd.Flags().BoolVar(&o.netpol, "network-policy", true, "enforce NetworkPolicies for this node's pods")
+	cmd.Flags().BoolVar(&o.speaker, "lb-speaker", true, "announce LoadBalancer addresses on the underlay (L2)")
 	return cmd
 }
 
@@ -82,6 +86,16 @@ func runAgent(ctx context.Context, o agentOptions) error {
 	}
 	if o.proxy {
 		if err := startServiceProxy(ctx, log, client, cfg); err != nil {
+			return err
+		}
+	}
+	if o.netpol {
+		if err := startNetworkPolicy(ctx, log, client, cfg); err != nil {
+			return err
+		}
+	}
+	if o.speaker {
+		if err := startSpeaker(ctx, log, client, cfg); err != nil {
 			return err
 		}
 	}

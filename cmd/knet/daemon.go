@@ -16,13 +16,17 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"knet/deploy"
 	"knet/internal/cluster"
 	"knet/internal/controlplane"
+	"knet/internal/lbipam"
 	"knet/internal/podnet"
 )
 
@@ -140,6 +144,9 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 			log.Error("host routes to pod CIDRs stopped", "err", err)
 		}
 	}()
+	if err := startLoadBalancerIPAM(ctx, log, cp.RestConfig(), client, l); err != nil {
+		return err
+	}
 	if err := waitNodesReady(ctx, client, l); err != nil {
 		return err
 	}
@@ -153,7 +160,7 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 	if err := waitAddonsReady(ctx, client); err != nil {
 		return err
 	}
-	p.say("add-ons Ready: knet-dns (kube-dns 10.96.0.10)")
+	p.say("add-ons Ready: knet-dns (kube-dns 10.96.0.10), knet-ingress (IngressClass knet), LoadBalancer pool %s", l.LBPool)
 	for _, m := range o.manifests {
 		out, err := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", m).CombinedOutput()
 		if err != nil {
@@ -319,4 +326,34 @@ func waitAddonsReady(ctx context.Context, client kubernetes.Interface) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// startLoadBalancerIPAM runs the one LoadBalancer address allocator of the cluster, with the
+// underlay's reserved range as the default pool.
+func startLoadBalancerIPAM(ctx context.Context, log *slog.Logger, rc *rest.Config, client kubernetes.Interface, l cluster.Layout) error {
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	ext, err := apiextensionsclient.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	c, err := lbipam.NewController(lbipam.ControllerConfig{
+		Client:        client,
+		Dynamic:       dyn,
+		APIExtensions: ext,
+		DefaultPool:   []string{l.LBPool.String()},
+		Recorder:      newRecorder(ctx, client, "knet-lbipam", ""),
+		Logger:        log.With("component", "lbipam"),
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("LoadBalancer IPAM stopped", "err", err)
+		}
+	}()
+	return nil
 }

@@ -14,17 +14,15 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/ptr"
 
 	"knet/internal/cni"
 	"knet/internal/kubelet"
+	"knet/internal/lbipam"
+	"knet/internal/netpol"
 	"knet/internal/proxy"
 )
 
@@ -97,6 +95,12 @@ func runNode(ctx context.Context, cfg nodeConfig) error {
 	}
 
 	if err := startServiceProxy(ctx, log, client, cfg); err != nil {
+		return err
+	}
+	if err := startNetworkPolicy(ctx, log, client, cfg); err != nil {
+		return err
+	}
+	if err := startSpeaker(ctx, log, client, cfg); err != nil {
 		return err
 	}
 
@@ -202,9 +206,7 @@ func sandboxHelper(self string) string {
 // startServiceProxy runs the service proxy for this node (its nftables table lives in the node's
 // network namespace, where this process runs).
 func startServiceProxy(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg nodeConfig) error {
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "knet-proxy", Host: cfg.NodeName})
+	recorder := newRecorder(ctx, client, "knet-proxy", cfg.NodeName)
 	nodeIP := net.ParseIP(cfg.NodeIP)
 	p, err := proxy.New(proxy.Config{
 		Client:            client,
@@ -221,6 +223,44 @@ func startServiceProxy(ctx context.Context, log *slog.Logger, client kubernetes.
 	go func() {
 		if err := p.Run(ctx); err != nil && ctx.Err() == nil {
 			log.Error("service proxy stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// startNetworkPolicy enforces NetworkPolicies for this node's pods (table knet-netpol).
+func startNetworkPolicy(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg nodeConfig) error {
+	c, err := netpol.New(netpol.Config{
+		Client:   client,
+		NodeName: cfg.NodeName,
+		NodeIPs:  []net.IP{net.ParseIP(cfg.NodeIP)},
+		Logger:   log.With("component", "netpol"),
+	})
+	if err != nil {
+		return fmt.Errorf("network policy: %w", err)
+	}
+	go func() {
+		if err := c.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("network policy stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// startSpeaker announces this node's share of LoadBalancer addresses on the underlay (L2).
+func startSpeaker(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg nodeConfig) error {
+	s, err := lbipam.NewSpeaker(lbipam.SpeakerConfig{
+		Client:    client,
+		NodeName:  cfg.NodeName,
+		Interface: cfg.Underlay,
+		Logger:    log.With("component", "speaker"),
+	})
+	if err != nil {
+		return fmt.Errorf("LoadBalancer speaker: %w", err)
+	}
+	go func() {
+		if err := s.Run(ctx); err != nil && ctx.Err() == nil {
+			log.Error("LoadBalancer speaker stopped", "err", err)
 		}
 	}()
 	return nil
