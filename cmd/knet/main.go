@@ -37,7 +37,7 @@ func main() {
 		SilenceErrors: true,
 	}
 	root.AddCommand(upCommand(), downCommand(), statusCommand(), kubeconfigCommand(),
-		daemonCommand(), nodeCommand(), agentCommand(), pauseCommand(), dnsCommand(), ingressCommand(),
+		daemonCommand(), nodeCommand(), agentCommand(), pauseCommand(), dnsCommand(), ingressCommand(), serviceCommand(),
 		&cobra.Command{Use: "kubectl", Short: "Run the embedded kubectl against the cluster (KUBECONFIG defaults to the cluster's)", DisableFlagParsing: true})
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "knet:", err)
