@@ -122,13 +122,7 @@ func Teardown(l Layout) error {
 	if err := UnmountUnder(l.Dir()); err != nil {
 		errs = append(errs, err)
 	}
-	last := true
-	for _, n := range Names() {
-		if n != l.Name {
-			last = false
-		}
-	}
-	if err := TeardownUnderlay(l, last); err != nil {
+	if err := TeardownUnderlay(l); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) == 0 {

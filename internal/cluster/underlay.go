@@ -62,7 +62,7 @@ func SetupUnderlay(l Layout) error {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
-	guard := &netlink.Route{Dst: prefixNet(l.ServiceCIDR), Type: unix.RTN_UNREACHABLE, Protocol: guardProtocol}
+	guard := guardRoute(l)
 	if err := netlink.RouteAdd(guard); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("add guard route for Service CIDR %s: %w", l.ServiceCIDR, err)
 	}
@@ -214,10 +214,17 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
-// TeardownUnderlay removes the node namespaces, their veths, the bridge and, when no other
-// cluster remains, the guard route. Missing objects are not errors: it also cleans up after a
-// crash half-way through setup.
-func TeardownUnderlay(l Layout, lastCluster bool) error {
+// guardRoute makes Service IPs unreachable from the host instead of leaving through its uplink.
+// Each cluster owns its own copy (metric 1000+index): clusters share the Service CIDR, and one
+// cluster's teardown must not remove another's guard.
+func guardRoute(l Layout) *netlink.Route {
+	return &netlink.Route{Dst: prefixNet(l.ServiceCIDR), Type: unix.RTN_UNREACHABLE, Protocol: guardProtocol, Priority: 1000 + l.Index}
+}
+
+// TeardownUnderlay removes the node namespaces, their veths, the bridge, the cluster's guard
+// route and any pod routes left. Missing objects are not errors: it also cleans up after a crash
+// half-way through setup.
+func TeardownUnderlay(l Layout) error {
 	var errs []error
 	for _, n := range l.Nodes {
 		if link, err := netlink.LinkByName(n.HostVeth); err == nil {
@@ -234,8 +241,11 @@ func TeardownUnderlay(l Layout, lastCluster bool) error {
 			errs = append(errs, fmt.Errorf("delete bridge %s: %w", l.Bridge, err))
 		}
 	}
-	// Routes via the bridge vanish with it; the guard route and any pod routes we added with
-	// our protocol number that are left (e.g. via a deleted link) are removed explicitly.
+	if err := netlink.RouteDel(guardRoute(l)); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("delete guard route for %s: %w", l.ServiceCIDR, err))
+	}
+	// Routes via the bridge vanish with it; pod routes we added with our protocol number that are
+	// left (e.g. via a deleted link) are removed explicitly.
 	routes, _ := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Protocol: guardProtocol}, netlink.RT_FILTER_PROTOCOL)
 	for _, r := range routes {
 		if r.Dst == nil {
@@ -243,10 +253,9 @@ func TeardownUnderlay(l Layout, lastCluster bool) error {
 		}
 		dst, _ := netip.AddrFromSlice(r.Dst.IP)
 		ones, _ := r.Dst.Mask.Size()
-		p := netip.PrefixFrom(dst.Unmap(), ones)
-		if (p == l.ServiceCIDR && lastCluster) || l.PodCIDR.Overlaps(p) {
+		if l.PodCIDR.Overlaps(netip.PrefixFrom(dst.Unmap(), ones)) {
 			if err := netlink.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
-				errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
+				errs = append(errs, fmt.Errorf("delete route %s: %w", r.Dst, err))
 			}
 		}
 	}
