@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -157,14 +158,19 @@ func (p *proxyProc) scrape(ctx context.Context) (promSnapshot, error) {
 	sc := bufio.NewScanner(strings.NewReader(string(out)))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
+		// kube-proxy runs one proxier per IP family; the benchmark's Services are IPv4.
 		f := strings.Fields(sc.Text())
 		if len(f) != 2 {
 			continue
 		}
+		name, labels, _ := strings.Cut(f[0], "{")
+		if labels != "" && labels != `ip_family="IPv4"}` {
+			continue
+		}
 		for _, m := range []string{mSync, mFull, mPartial} {
-			if f[0] == m+"_sum" || f[0] == m+"_count" {
+			if name == m+"_sum" || name == m+"_count" {
 				v, _ := strconv.ParseFloat(f[1], 64)
-				snap[f[0]] = v
+				snap[name] = v
 			}
 		}
 	}
@@ -178,4 +184,65 @@ func (s promSnapshot) meanSince(prev promSnapshot, m string) (time.Duration, int
 		return 0, 0
 	}
 	return time.Duration((s[m+"_sum"] - prev[m+"_sum"]) / n * float64(time.Second)), int(n)
+}
+
+// logOffset is the current size of the proxy's log, to read only what a phase added.
+func (p *proxyProc) logOffset() int64 {
+	fi, err := os.Stat(p.logPath)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+var kpSyncLine = regexp.MustCompile(`"SyncProxyRules complete" ipFamily="IPv4" elapsed="([^"]+)"`)
+
+// kpSyncsSince returns the durations of kube-proxy's IPv4 syncs logged after offset (its -v=2
+// log has one line per sync; the histograms cannot give a maximum).
+func (p *proxyProc) kpSyncsSince(offset int64) []time.Duration {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return nil
+	}
+	var out []time.Duration
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if m := kpSyncLine.FindStringSubmatch(sc.Text()); m != nil {
+			if d, err := time.ParseDuration(m[1]); err == nil {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// knetCachesSynced returns the time of knet's "caches synced" log line after offset: the moment
+// its informers have listed everything and the first (full) sync starts.
+func (p *proxyProc) knetCachesSynced(offset int64) (time.Time, bool) {
+	f, err := os.Open(p.logPath)
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer f.Close()
+	if _, err := f.Seek(offset, 0); err != nil {
+		return time.Time{}, false
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, "caches synced") || !strings.HasPrefix(line, "time=") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
 }

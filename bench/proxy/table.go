@@ -61,8 +61,10 @@ func (t *table) print(w io.Writer) {
 	fmt.Fprintln(w, `
 [poll]   measured from outside: time until "nft get element ip <table> service-ips { ClusterIP . tcp . 80 }"
          succeeds in the proxy's namespace (polled every -poll, default 50 ms; error ≤ one poll).
-[metric] kube-proxy's own histograms (kubeproxy_sync_*_proxy_rules_duration_seconds); knet's agent
-         exposes no sync metric and logs syncs only at debug level, so knet is measured from outside only.
+[metric] kube-proxy's own histograms (kubeproxy_sync_*_proxy_rules_duration_seconds, ip_family IPv4);
+         knet's agent exposes no sync metric and logs syncs only at debug level. [log+poll] for knet: from
+         its "caches synced, starting sync loop" log line to the poll that sees the last Service.
+10k:     both proxies are stopped while the 10k objects are created, so 10k sync time is the restart.
 restart: the proxy is stopped, its table deleted, and started again with all Services in the API;
          the time includes the informer list, i.e. what a node sees after a proxy restart.`)
 }
