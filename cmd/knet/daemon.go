@@ -132,7 +132,7 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		np := &cluster.NodeProcess{Node: n, Binary: self, Args: []string{"node", "--config", cfgPath},
-			LogDir: filepath.Join(l.Dir(), "logs"), Cgroup: cg, Logger: log}
+			LogDir: filepath.Join(l.Dir(), "logs"), PIDFile: filepath.Join(l.NodeDir(n.Name), "node.pid"), Cgroup: cg, Logger: log}
 		go np.Run(ctx)
 	}
 	routes, err := podnet.New(podnet.Config{Client: client, NodeName: "", Mode: podnet.ModeHostGW, Link: l.Bridge})

@@ -15,12 +15,13 @@ const deadlineKill = 10 * time.Second
 // NodeProcess keeps one `knet node` process running inside a node's network namespace and
 // restarts it when it exits, with a short back-off.
 type NodeProcess struct {
-	Node   NodeLayout
-	Binary string   // the knet binary
-	Args   []string // arguments after the binary, e.g. ["node", "--config", path]
-	LogDir string
-	Cgroup *Cgroup
-	Logger *slog.Logger
+	Node    NodeLayout
+	Binary  string   // the knet binary
+	Args    []string // arguments after the binary, e.g. ["node", "--config", path]
+	LogDir  string
+	PIDFile string // where the running process's PID is written ("" = nowhere)
+	Cgroup  *Cgroup
+	Logger  *slog.Logger
 }
 
 // Run starts the process and restarts it until ctx ends; it returns after the last exit.
@@ -68,6 +69,10 @@ func (p *NodeProcess) runOnce(ctx context.Context) error {
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start node %s: %w", p.Node.Name, err)
+	}
+	if p.PIDFile != "" {
+		// `knet status` and tests read it; a stale file after a crash names a dead PID.
+		_ = os.WriteFile(p.PIDFile, []byte(fmt.Sprintf("%d\n", cmd.Process.Pid)), 0o644)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

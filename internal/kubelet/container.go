@@ -220,9 +220,12 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	mounts := append([]bindMount(nil), c.volumeMounts...)
 	w.mu.Unlock()
 
-	orig := w.k.originalContainer(pod, c.spec.Name, c.isInit)
-	envMap := containerEnv(&c.spec, orig, podIPs, hostIPs(w.k.cfg.NodeIP), w.k.allocatable())
-	argv, err := containerArgv(&c.spec, img, mapped, envMap)
+	envMap, err := resolveEnv(envInputs{Pod: pod, Container: &c.spec, PodIPs: podIPs,
+		HostIPs: hostIPs(w.k.cfg.NodeIP), Allocatable: w.k.allocatable()}, w.k.envSources)
+	var argv []string
+	if err == nil {
+		argv, err = containerArgv(&c.spec, img, mapped, envMap)
+	}
 	if err != nil {
 		w.mu.Lock()
 		c.rec.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: err.Error()}}

@@ -36,7 +36,8 @@ type Kubelet struct {
 
 	// podLister is the node's pod informer cache, set when virtual-kubelet
 	// creates the provider; nil in tests without an API server.
-	podLister corev1listers.PodLister
+	podLister  corev1listers.PodLister
+	envSources envSources
 
 	mu           sync.Mutex
 	pods         map[string]*podWorker // by namespace/name
@@ -82,6 +83,7 @@ func newKubelet(cfg Config, rt runtimeService, n network, vm volumeManager) *Kub
 		recorder:    b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "kubelet", Host: cfg.NodeName}),
 		pods:        map[string]*podWorker{},
 		runCtx:      context.Background(),
+		envSources:  noEnvSources{},
 	}
 }
 
@@ -110,6 +112,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 	}
 	vk, err := nodeutil.NewNode(k.cfg.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		k.podLister = pc.Pods
+		k.envSources = listerEnvSources{pc.ConfigMaps, pc.Secrets, pc.Services}
 		return provider{k}, nodeProvider{k}, nil
 	}, append(opts, func(c *nodeutil.NodeConfig) error {
 		c.Handler = mux
@@ -142,6 +145,9 @@ func (k *Kubelet) nodeConfig(c *nodeutil.NodeConfig) error {
 	c.StreamIdleTimeout = 4 * time.Hour
 	c.StreamCreationTimeout = 30 * time.Second
 	c.InformerResyncPeriod = time.Minute
+	// The kubelet resolves env itself, after CNI, so status.podIP and friends have values
+	// (virtual-kubelet's resolver fails on them and would leave such pods Pending).
+	c.SkipDownwardAPIResolution = true
 	return nil
 }
 
@@ -307,28 +313,6 @@ func (w *podWorker) apiPod() *corev1.Pod {
 		}
 	}
 	return w.snapshotPod()
-}
-
-// originalContainer returns the container as written in the pod spec
-// (before virtual-kubelet resolved its environment).
-func (k *Kubelet) originalContainer(pod *corev1.Pod, name string, isInit bool) *corev1.Container {
-	if k.podLister == nil {
-		return nil
-	}
-	p, err := k.podLister.Pods(pod.Namespace).Get(pod.Name)
-	if err != nil || p.UID != pod.UID {
-		return nil
-	}
-	list := p.Spec.Containers
-	if isInit {
-		list = p.Spec.InitContainers
-	}
-	for i := range list {
-		if list[i].Name == name {
-			return &list[i]
-		}
-	}
-	return nil
 }
 
 func podKey(pod *corev1.Pod) string { return pod.Namespace + "/" + pod.Name }

@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,4 +190,49 @@ func TestEnvServiceLinksAndDownwardAPI(t *testing.T) {
 			t.Errorf("env lacks %q:\n%s", want, env)
 		}
 	}
+}
+
+// TestNodeProcessRestartBringsPodsBack kills a node process (as a crash would): the daemon
+// restarts it and the node's pods come back Ready and reachable.
+func TestNodeProcessRestartBringsPodsBack(t *testing.T) {
+	ns := testNamespace(t)
+	node := clusterName + "-node1"
+	p := netexecPod("survivor", nil)
+	p.Spec.NodeName = node
+	createPod(t, ns, p)
+	waitPodReady(t, ns, "survivor")
+	pidFile := filepath.Join("/var/lib/knet", clusterName, "nodes", node, "node.pid")
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill node process %d: %v", pid, err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		b, _ := os.ReadFile(pidFile)
+		if strings.TrimSpace(string(b)) == strconv.Itoa(pid) {
+			return errorf("node process not restarted yet")
+		}
+		return nil
+	})
+	var pod *corev1.Pod
+	eventually(t, 60*time.Second, func() error {
+		pod, err = client.CoreV1().Pods(ns).Get(context.Background(), "survivor", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if !podReady(pod) {
+			return errorf("pod not Ready again: %s", podSummary(pod))
+		}
+		out, err := httpGet("http://" + pod.Status.PodIP + ":8080/hostname")
+		if err != nil || out != "survivor" {
+			return errorf("pod at %s answered %q (%v)", pod.Status.PodIP, out, err)
+		}
+		return nil
+	})
 }

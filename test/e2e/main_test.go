@@ -6,10 +6,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -93,7 +95,20 @@ func run(m *testing.M) int {
 // kernelSnapshot is the state `knet down` must restore: links, named namespaces, routes,
 // nftables tables and mounts under knet's state directory.
 func kernelSnapshot() string {
+	others := otherClusters()
 	var b strings.Builder
+	defer func() {
+		// Lines that belong to other clusters running on this machine (a developer's, a
+		// benchmark's) are not ours to compare.
+		var kept []string
+		for _, line := range strings.Split(b.String(), "\n") {
+			if others == nil || !others.MatchString(line) {
+				kept = append(kept, line)
+			}
+		}
+		b.Reset()
+		b.WriteString(strings.Join(kept, "\n"))
+	}()
 	for _, c := range [][]string{{"ip", "-br", "link"}, {"ip", "netns", "list"}, {"ip", "route", "show", "table", "all"}, {"nft", "list", "tables"}} {
 		out, _ := exec.Command(c[0], c[1:]...).CombinedOutput()
 		b.Write(out)
@@ -105,6 +120,28 @@ func kernelSnapshot() string {
 		}
 	}
 	return b.String()
+}
+
+// otherClusters matches the names and routes of the other knet clusters on this machine.
+func otherClusters() *regexp.Regexp {
+	files, _ := filepath.Glob("/var/lib/knet/*/cluster.json")
+	var alts []string
+	for _, f := range files {
+		var l struct {
+			Name   string `json:"name"`
+			Index  int    `json:"index"`
+			Bridge string `json:"bridge"`
+		}
+		b, err := os.ReadFile(f)
+		if err != nil || json.Unmarshal(b, &l) != nil || l.Name == clusterName {
+			continue
+		}
+		alts = append(alts, regexp.QuoteMeta(l.Bridge)+`\b`, regexp.QuoteMeta(l.Bridge)+`n\d`, `knet-`+regexp.QuoteMeta(l.Name)+`-`, fmt.Sprintf(`metric %d\b`, 1000+l.Index))
+	}
+	if len(alts) == 0 {
+		return nil
+	}
+	return regexp.MustCompile(strings.Join(alts, "|"))
 }
 
 func diffLines(a, b string) string {
