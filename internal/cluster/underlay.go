@@ -88,6 +88,14 @@ func ensureBridge(l Layout) (netlink.Link, error) {
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, fmt.Errorf("bring up bridge %s: %w", l.Bridge, err)
 	}
+	// Frames between nodes need no netfilter pass on the host (the nodes do their own NAT and
+	// policy): skip br_netfilter on this bridge, saving a conntrack lookup per packet.
+	for _, knob := range []string{"nf_call_iptables", "nf_call_ip6tables", "nf_call_arptables"} {
+		path := filepath.Join("/sys/class/net", l.Bridge, "bridge", knob)
+		if err := os.WriteFile(path, []byte("0"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	return br, nil
 }
 
