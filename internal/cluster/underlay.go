@@ -62,9 +62,10 @@ func SetupUnderlay(l Layout) error {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
-	guard := guardRoute(l)
-	if err := netlink.RouteAdd(guard); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("add guard route for Service CIDR %s: %w", l.ServiceCIDR, err)
+	for _, guard := range guardRoutes(l) {
+		if err := netlink.RouteAdd(guard); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add guard route %s: %w", guard.Dst, err)
+		}
 	}
 	return nil
 }
@@ -222,11 +223,17 @@ func inNetns(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
-// guardRoute makes Service IPs unreachable from the host instead of leaving through its uplink.
-// Each cluster owns its own copy (metric 1000+index): clusters share the Service CIDR, and one
-// cluster's teardown must not remove another's guard.
-func guardRoute(l Layout) *netlink.Route {
-	return &netlink.Route{Dst: prefixNet(l.ServiceCIDR), Type: unix.RTN_UNREACHABLE, Protocol: guardProtocol, Priority: 1000 + l.Index}
+// guardRoutes make the cluster's Service and pod ranges unreachable from the host rather than
+// routed out its uplink: Service IPs exist only inside nodes, and a pod /24 whose host route is
+// missing (a node not yet registered) must fail here, not leak. The per-node pod routes are more
+// specific and win. Each cluster owns its own copies (metric 1000+index): clusters share the
+// Service CIDR, and one cluster's teardown must not remove another's guard.
+func guardRoutes(l Layout) []*netlink.Route {
+	var rs []*netlink.Route
+	for _, p := range []netip.Prefix{l.ServiceCIDR, l.PodCIDR} {
+		rs = append(rs, &netlink.Route{Dst: prefixNet(p), Type: unix.RTN_UNREACHABLE, Protocol: guardProtocol, Priority: 1000 + l.Index})
+	}
+	return rs
 }
 
 // TeardownUnderlay removes the node namespaces, their veths, the bridge, the cluster's guard
@@ -249,8 +256,10 @@ func TeardownUnderlay(l Layout) error {
 			errs = append(errs, fmt.Errorf("delete bridge %s: %w", l.Bridge, err))
 		}
 	}
-	if err := netlink.RouteDel(guardRoute(l)); err != nil && !errors.Is(err, unix.ESRCH) {
-		errs = append(errs, fmt.Errorf("delete guard route for %s: %w", l.ServiceCIDR, err))
+	for _, guard := range guardRoutes(l) {
+		if err := netlink.RouteDel(guard); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete guard route %s: %w", guard.Dst, err))
+		}
 	}
 	// Routes via the bridge vanish with it; pod routes we added with our protocol number that are
 	// left (e.g. via a deleted link) are removed explicitly.

@@ -67,6 +67,11 @@ func TestUnderlaySetupAndTeardown(t *testing.T) {
 	if !strings.Contains(string(out), "unreachable") && !strings.Contains(string(out), "No route to host") {
 		t.Errorf("route to a Service IP from the host is %q, want unreachable", out)
 	}
+	// A pod address without a node route fails on the host instead of using the uplink.
+	out, _ = exec.Command("ip", "route", "get", l.PodCIDR.Addr().Next().String()).CombinedOutput()
+	if !strings.Contains(string(out), "unreachable") && !strings.Contains(string(out), "No route to host") {
+		t.Errorf("route to an unrouted pod IP from the host is %q, want unreachable", out)
+	}
 	ns, err := netns.GetFromName(l.Nodes[1].Netns)
 	if err != nil {
 		t.Fatal(err)

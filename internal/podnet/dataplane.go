@@ -41,16 +41,23 @@ type Dataplane interface {
 }
 
 // apply makes the kernel match want and returns how many changes it made.
-// Only entries knet owns are considered (RouteProtocol routes, permanent
-// neighbors on the VXLAN device), so anything else is never removed.
-func apply(dp Dataplane, want desired, vxlanDev string) (int, error) {
+// Only entries this controller owns are considered: RouteProtocol routes on its
+// link or its VXLAN device, permanent neighbors on the VXLAN device. Routes of
+// the same protocol on other links belong to other controllers (on the host,
+// every cluster's daemon has one for its own bridge) and are never touched.
+func apply(dp Dataplane, want desired, link, vxlanDev string) (int, error) {
 	changes := 0
-	have, err := dp.Routes()
+	all, err := dp.Routes()
 	if err != nil {
 		return 0, fmt.Errorf("list routes: %w", err)
 	}
+	var have []Route
 	haveByDst := map[netip.Prefix]Route{}
-	for _, r := range have {
+	for _, r := range all {
+		if r.Dev != link && (vxlanDev == "" || r.Dev != vxlanDev) {
+			continue
+		}
+		have = append(have, r)
 		haveByDst[r.Dst] = r
 	}
 	wantDst := map[netip.Prefix]bool{}

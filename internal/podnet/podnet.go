@@ -241,7 +241,7 @@ func (c *Controller) syncNodes(ctx context.Context, nodes []nodeInfo) error {
 		}
 	}
 	want := desiredState(c.cfg.NodeName, c.cfg.Mode, c.cfg.Link, nodes)
-	n, err := apply(c.dp, want, vxlanDev)
+	n, err := apply(c.dp, want, c.cfg.Link, vxlanDev)
 	if err != nil {
 		return fmt.Errorf("apply routes: %w", err)
 	}

@@ -76,7 +76,7 @@ func TestDesiredState(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake()
-			if _, err := apply(f, desiredState(tc.self, tc.mode, tc.link, all), VXLANDevice); err != nil {
+			if _, err := apply(f, desiredState(tc.self, tc.mode, tc.link, all), tc.link, VXLANDevice); err != nil {
 				t.Fatal(err)
 			}
 			if got, want := f.dump(), strings.Join(tc.want, "\n"); got != want {
@@ -141,18 +141,36 @@ func TestApplyContinuesPastOneFailure(t *testing.T) {
 	f.failNext = errors.New("boom")
 	want := desiredState("n1", ModeHostGW, "eth0", infos(
 		node("n2", "172.18.0.3", "10.244.2.0/24", ""), node("n3", "172.18.0.4", "10.244.3.0/24", "")))
-	_, err := apply(f, want, "")
+	_, err := apply(f, want, "eth0", "")
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("apply error = %v, want the injected failure", err)
 	}
 	if len(f.routes) != 1 {
 		t.Fatalf("one failed route should not block the other: %s", f.dump())
 	}
-	if _, err := apply(f, want, ""); err != nil {
+	if _, err := apply(f, want, "eth0", ""); err != nil {
 		t.Fatal(err)
 	}
 	if len(f.routes) != 2 {
 		t.Fatalf("retry did not converge: %s", f.dump())
+	}
+}
+
+// TestApplyLeavesOtherLinksAlone: on the host, every cluster's daemon runs a controller for its
+// own bridge; one must never delete the routes another installed (same protocol, other link).
+func TestApplyLeavesOtherLinksAlone(t *testing.T) {
+	f := newFake()
+	other := Route{Dst: netip.MustParsePrefix("10.243.0.0/24"), Gw: netip.MustParseAddr("172.19.1.2"), Dev: "knet1"}
+	if err := f.ReplaceRoute(other); err != nil {
+		t.Fatal(err)
+	}
+	want := desiredState("", ModeHostGW, "knet0", infos(node("n1", "172.18.0.2", "10.244.1.0/24", "")))
+	if _, err := apply(f, want, "knet0", ""); err != nil {
+		t.Fatal(err)
+	}
+	got := f.dump()
+	if !strings.Contains(got, "10.243.0.0/24 via 172.19.1.2 dev knet1") || !strings.Contains(got, "10.244.1.0/24 via 172.18.0.2 dev knet0") {
+		t.Fatalf("routes after apply:\n%s", got)
 	}
 }
 
