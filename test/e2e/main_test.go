@@ -166,6 +166,16 @@ func diffLines(a, b string) string {
 }
 
 func dumpLogs() {
+	// What a user would look at first: the objects, events and the add-ons' own logs.
+	for _, args := range [][]string{
+		{"get", "nodes,pods,svc,ingress", "-A", "-o", "wide"},
+		{"get", "events", "-A", "--field-selector", "type=Warning"},
+		{"logs", "-n", "kube-system", "deployment/knet-ingress", "--tail=50"},
+		{"logs", "-n", "kube-system", "deployment/knet-dns", "--tail=20"},
+	} {
+		out, err := exec.Command(knetBin, append([]string{"kubectl", "--kubeconfig", kubeconfig}, args...)...).CombinedOutput()
+		fmt.Fprintf(os.Stderr, "==> kubectl %s (%v) <==\n%s\n", strings.Join(args, " "), err, out)
+	}
 	logs, _ := filepath.Glob(filepath.Join("/var/lib/knet", clusterName, "logs", "*.log"))
 	logs = append(logs, filepath.Join("/var/lib/knet", clusterName, "daemon.log"))
 	for _, f := range logs {
