@@ -115,6 +115,43 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
+// runQueueWait is the time the threads of a process spent runnable but
+// waiting for a CPU (second field of /proc/PID/task/*/schedstat): how
+// much the rest of the machine held the server back.
+func runQueueWait(pid int) (time.Duration, error) {
+	files, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(files) == 0 {
+		return 0, fmt.Errorf("no schedstat for pid %d (kernel without CONFIG_SCHEDSTATS?): %v", pid, err)
+	}
+	var sum time.Duration
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread exited
+		}
+		if fs := strings.Fields(string(b)); len(fs) >= 2 {
+			n, _ := strconv.ParseInt(fs[1], 10, 64)
+			sum += time.Duration(n)
+		}
+	}
+	return sum, nil
+}
+
+// onlineCPUs counts the machine's CPUs, whatever this process's affinity.
+func onlineCPUs() int {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if len(l) > 3 && strings.HasPrefix(l, "cpu") && l[3] >= '0' && l[3] <= '9' {
+			n++
+		}
+	}
+	return n
+}
+
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

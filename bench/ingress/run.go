@@ -109,6 +109,8 @@ type bench struct {
 type run struct {
 	wrkResult
 	cpu float64 // cores busy, 1.0 = one core saturated
+	// wait is the time the server's threads waited for a CPU, per second.
+	wait float64
 }
 
 func (b *bench) setup(ctx context.Context) error {
@@ -353,6 +355,7 @@ func (b *bench) measured(ctx context.Context, scheme, addr string, pid int) (run
 	if err != nil {
 		return run{}, err
 	}
+	w0, _ := runQueueWait(pid)
 	t0 := time.Now()
 	r, err := b.wrk(ctx, scheme, addr, benchPath, b.o.duration, "")
 	if err != nil {
@@ -362,7 +365,9 @@ func (b *bench) measured(ctx context.Context, scheme, addr string, pid int) (run
 	if err != nil {
 		return run{}, err
 	}
-	return run{wrkResult: r, cpu: float64(c1-c0) / float64(time.Since(t0))}, nil
+	w1, _ := runQueueWait(pid)
+	wall := float64(time.Since(t0))
+	return run{wrkResult: r, cpu: float64(c1-c0) / wall, wait: float64(w1-w0) / wall}, nil
 }
 
 func (b *bench) measure(ctx context.Context) error {
@@ -386,8 +391,8 @@ func (b *bench) measure(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", t.name, s.scheme, err)
 				}
-				fmt.Fprintf(os.Stderr, "round %d %-16s %-5s %9.0f req/s p50 %-9v p99 %-9v cpu %.2f non2xx %d errors %d\n",
-					round+1, t.name, s.scheme, r.ReqPerSec, r.P50, r.P99, r.cpu, r.Non2xx, r.SocketErrors)
+				fmt.Fprintf(os.Stderr, "round %d %-16s %-5s %9.0f req/s p50 %-9v p99 %-9v cpu %.2f runq-wait %.2f non2xx %d errors %d\n",
+					round+1, t.name, s.scheme, r.ReqPerSec, r.P50, r.P99, r.cpu, r.wait, r.Non2xx, r.SocketErrors)
 				key := t.name + "/" + s.scheme
 				b.runs[key] = append(b.runs[key], r)
 			}

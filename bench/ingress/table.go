@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -23,6 +22,7 @@ type summary struct {
 	rate     float64
 	p50, p99 time.Duration
 	cpu      float64
+	wait     float64
 	errors   int64
 }
 
@@ -37,15 +37,15 @@ func median[T float64 | time.Duration](v []T) T {
 
 func (b *bench) summary(target, scheme string) summary {
 	runs := b.runs[target+"/"+scheme]
-	var rates, cpus []float64
+	var rates, cpus, waits []float64
 	var p50s, p99s []time.Duration
 	var s summary
 	for _, r := range runs {
-		rates, cpus = append(rates, r.ReqPerSec), append(cpus, r.cpu)
+		rates, cpus, waits = append(rates, r.ReqPerSec), append(cpus, r.cpu), append(waits, r.wait)
 		p50s, p99s = append(p50s, r.P50), append(p99s, r.P99)
 		s.errors += r.Non2xx + r.SocketErrors
 	}
-	s.rate, s.cpu, s.p50, s.p99 = median(rates), median(cpus), median(p50s), median(p99s)
+	s.rate, s.cpu, s.wait, s.p50, s.p99 = median(rates), median(cpus), median(waits), median(p50s), median(p99s)
 	return s
 }
 
@@ -59,15 +59,17 @@ func percentile(v []time.Duration, p float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-func (b *bench) ratios(scheme string) (rate, p99 float64) {
+func (b *bench) ratios(scheme string) (rate, p99, perCPU float64) {
 	h, k := b.summary(b.targets[1].name, scheme), b.summary(b.targets[2].name, scheme)
-	return k.rate / h.rate, float64(k.p99) / float64(h.p99)
+	return k.rate / h.rate, float64(k.p99) / float64(h.p99), (k.rate / k.cpu) / (h.rate / h.cpu)
 }
 
 func (b *bench) goalsMet() bool {
 	for _, s := range []string{"http", "https"} {
-		r, p := b.ratios(s)
-		if r < goalRateRatio || p > goalP99Ratio {
+		// Throughput counts as met only if it is also met per CPU-second:
+		// on a contended machine req/s alone measures CPU share.
+		r, p, c := b.ratios(s)
+		if r < goalRateRatio || c < goalRateRatio || p > goalP99Ratio {
 			return false
 		}
 	}
@@ -102,34 +104,34 @@ func (b *bench) report(w io.Writer) {
 		o.threads, o.conns, o.duration, o.clientCPU, o.proxyCPU, o.rounds)
 	fmt.Fprintf(w, "TLS: wrk https, same ECDSA P-256 certificate on both proxies. cpu = cores the server under test used. load after: %s\n",
 		strings.TrimSpace(string(load)))
-	fmt.Fprintf(w, "%-18s | %9s %9s %9s %5s | %9s %9s %9s %5s | %s\n", "", "HTTP r/s", "p50", "p99", "cpu", "TLS r/s", "p50", "p99", "cpu", "errors")
-	fmt.Fprintln(w, strings.Repeat("-", 18)+"-+-"+strings.Repeat("-", 35)+"-+-"+strings.Repeat("-", 35)+"-+-------")
+	fmt.Fprintf(w, "%-18s | %9s %9s %9s %5s %5s | %9s %9s %9s %5s %5s | %s\n", "", "HTTP r/s", "p50", "p99", "cpu", "runq", "TLS r/s", "p50", "p99", "cpu", "runq", "errors")
+	fmt.Fprintln(w, strings.Repeat("-", 18)+"-+-"+strings.Repeat("-", 41)+"-+-"+strings.Repeat("-", 41)+"-+-------")
 	for _, t := range b.targets {
 		h, s := b.summary(t.name, "http"), b.summary(t.name, "https")
-		fmt.Fprintf(w, "%-18s | %9.0f %9s %9s %5.2f | %9.0f %9s %9s %5.2f | %d\n", t.name,
-			h.rate, dur(h.p50), dur(h.p99), h.cpu, s.rate, dur(s.p50), dur(s.p99), s.cpu, h.errors+s.errors)
+		fmt.Fprintf(w, "%-18s | %9.0f %9s %9s %5.2f %5.2f | %9.0f %9s %9s %5.2f %5.2f | %d\n", t.name,
+			h.rate, dur(h.p50), dur(h.p99), h.cpu, h.wait, s.rate, dur(s.p50), dur(s.p99), s.cpu, s.wait, h.errors+s.errors)
 	}
-	hr, hp := b.ratios("http")
-	sr, sp := b.ratios("https")
+	hr, hp, hc := b.ratios("http")
+	sr, sp, sc := b.ratios("https")
 	hk, hh := b.summary(b.targets[2].name, "http"), b.summary(b.targets[1].name, "http")
 	sk, sh := b.summary(b.targets[2].name, "https"), b.summary(b.targets[1].name, "https")
-	fmt.Fprintf(w, "%-18s | %8.2fx %8.2fx %8.2fx %4.2fx | %8.2fx %8.2fx %8.2fx %4.2fx |\n", "knet/HAProxy",
-		hr, float64(hk.p50)/float64(hh.p50), hp, hk.cpu/hh.cpu, sr, float64(sk.p50)/float64(sh.p50), sp, sk.cpu/sh.cpu)
-	fmt.Fprintf(w, "%-18s | %9s %9s %9s       | %9s %9s %9s       |\n", "goal (knet/HAP)", ">=1.00x", "", "<=1.20x", ">=1.00x", "", "<=1.20x")
-	fmt.Fprintf(w, "%-18s | %9s %9s %9s       | %9s %9s %9s       |\n", "verdict",
-		verdict(hr >= goalRateRatio), "", verdict(hp <= goalP99Ratio), verdict(sr >= goalRateRatio), "", verdict(sp <= goalP99Ratio))
+	fmt.Fprintf(w, "%-18s | %8.2fx %8.2fx %8.2fx %4.2fx %5s | %8.2fx %8.2fx %8.2fx %4.2fx %5s |\n", "knet/HAProxy",
+		hr, float64(hk.p50)/float64(hh.p50), hp, hk.cpu/hh.cpu, "", sr, float64(sk.p50)/float64(sh.p50), sp, sk.cpu/sh.cpu, "")
+	fmt.Fprintf(w, "%-18s | %9s %9s %9s %11s | %9s %9s %9s %11s |\n", "goal (knet/HAP)", ">=1.00x", "", "<=1.20x", "", ">=1.00x", "", "<=1.20x", "")
+	fmt.Fprintf(w, "%-18s | %9s %9s %9s %11s | %9s %9s %9s %11s |\n", "verdict",
+		verdict(hr >= goalRateRatio), "", verdict(hp <= goalP99Ratio), "", verdict(sr >= goalRateRatio), "", verdict(sp <= goalP99Ratio), "")
+	fmt.Fprintf(w, "%-18s | %9.0f %9.0f %8.2fx %11s | %9.0f %9.0f %8.2fx %11s |\n", "req/CPU-s knet,HAP",
+		hk.rate/hk.cpu, hh.rate/hh.cpu, hc, verdict(hc >= goalRateRatio), sk.rate/sk.cpu, sh.rate/sh.cpu, sc, verdict(sc >= goalRateRatio))
 	var load1 float64
 	fmt.Sscan(string(load), &load1)
-	if n := runtime.NumCPU(); load1 > float64(n) {
+	if n := onlineCPUs(); load1 > float64(n) {
 		// A single-threaded event loop that sleeps in epoll_wait gets a
 		// smaller CFS share of a contended core than Go's runtime, which
 		// spins before parking: req/s then measures CPU share as much as
 		// the proxy, and req per CPU-second is the fairer comparison.
-		fmt.Fprintf(w, "WARNING: load average %.1f on %d CPUs during the run: the cpu column shows how much of its core each server got; compare req per CPU-second\n", load1, n)
+		fmt.Fprintf(w, "WARNING: load average %.1f on %d CPUs: cpu = share of its core each server got, runq = time its threads waited for a CPU\n"+
+			"  (per second); req/s and latency then compare CPU shares as much as proxies: judge throughput by req/CPU-s.\n", load1, n)
 	}
-	fmt.Fprintf(w, "req per CPU-second: HTTP knet %.0f, HAProxy %.0f (%.2fx); TLS knet %.0f, HAProxy %.0f (%.2fx)\n",
-		hk.rate/hk.cpu, hh.rate/hh.cpu, (hk.rate/hk.cpu)/(hh.rate/hh.cpu), sk.rate/sk.cpu, sh.rate/sh.cpu, (sk.rate/sk.cpu)/(sh.rate/sh.cpu))
-
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "knet Ingress change -> first 200 on the new path (poll every 1ms, %d changes, MinSyncInterval 100ms default):\n", len(b.latIdle))
 	fmt.Fprintf(w, "  idle proxy:     p50 %s  p99 %s  max %s   goal p99 <= %s: %s\n", dur(percentile(b.latIdle, 0.5)),
