@@ -97,8 +97,8 @@ func runMain(args []string) error {
 	fs.StringVar(&o.statePath, "state", "", "file recording what to clean up (for `proxybench cleanup`)")
 	fs.BoolVar(&o.quick, "quick", false, "stop after 1k Services")
 	fs.IntVar(&o.trials, "trials", 20, "programming-latency trials at 1k Services")
-	fs.IntVar(&o.trials10k, "trials-10k", 5, "programming-latency trials at 10k Services (kube-proxy needs ~2 syncs of tens of seconds each)")
-	fs.IntVar(&o.apiWorkers, "api-workers", 8, "parallel clients creating objects")
+	fs.IntVar(&o.trials10k, "trials-10k", 3, "programming-latency trials at 10k Services (kube-proxy needs ~2 syncs of tens of seconds each)")
+	fs.IntVar(&o.apiWorkers, "api-workers", 16, "parallel clients creating objects")
 	fs.IntVar(&o.connWorkers, "conn-workers", 2, "concurrent connections of the closed-loop client")
 	fs.DurationVar(&o.connSeconds, "conn-duration", 5*time.Second, "duration of each connection-rate run")
 	fs.DurationVar(&o.poll, "poll", 50*time.Millisecond, "interval of nftables polls for sync times")
@@ -119,6 +119,10 @@ func runMain(args []string) error {
 		err = cerr
 	}
 	if err != nil {
+		if len(b.tbl.rows) > 0 {
+			fmt.Println("\nPARTIAL RESULTS (the run stopped early):")
+			b.tbl.print(os.Stdout)
+		}
 		return fmt.Errorf("%w (proxy logs kept in %s)", err, b.dir)
 	}
 	b.tbl.print(os.Stdout)

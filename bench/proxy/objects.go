@@ -123,6 +123,7 @@ func (o *objects) createRange(ctx context.Context, from, to, workers int) (bulkR
 	errs := make(chan error, workers)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	done := 0
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for w := 0; w < workers; w++ {
@@ -143,6 +144,10 @@ func (o *objects) createRange(ctx context.Context, from, to, workers int) (bulkR
 				o.mu.Unlock()
 				if now.After(res.last) {
 					res.last, res.lastIndex = now, i
+				}
+				done++
+				if done%1000 == 0 {
+					logf("  %d/%d created (%.0f Services/s)", done, to-from, float64(done)/time.Since(res.first).Seconds())
 				}
 				mu.Unlock()
 			}

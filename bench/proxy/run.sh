@@ -4,8 +4,9 @@
 #
 #   bash bench/proxy/run.sh            # 10, 1k and 10k Services (~15 min on 2 cores)
 #   bash bench/proxy/run.sh --quick    # 10 and 1k Services only (~3 min)
+# The times assume an otherwise idle machine; a busy API server makes creating 10k Services slow.
 #
-# Further flags go to `proxybench run` (see bench/proxy/main.go), e.g. --trials-10k 3.
+# Further flags go to `proxybench run` (see bench/proxy/main.go), e.g. --trials-10k 5.
 # CLUSTER=name picks the cluster name (default pbench); it must not be running already, since
 # this script removes it at the end.
 set -euo pipefail
