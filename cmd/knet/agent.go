@@ -11,8 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"knet/internal/podnet"
 )
@@ -62,18 +60,7 @@ func runAgent(ctx context.Context, o agentOptions) error {
 	if o.nodeName == "" || o.nodeIP == "" || net.ParseIP(o.nodeIP) == nil {
 		return errors.New("--node-name and --node-ip are required (a DaemonSet passes them from spec.nodeName and status.hostIP)")
 	}
-	var rc *rest.Config
-	var err error
-	if o.kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", o.kubeconfig)
-	} else {
-		rc, err = rest.InClusterConfig()
-	}
-	if err != nil {
-		return err
-	}
-	rc.QPS, rc.Burst = 50, 100
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := newClient(o.kubeconfig)
 	if err != nil {
 		return err
 	}

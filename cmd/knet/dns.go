@@ -8,25 +8,20 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"knet/internal/dns"
 )
 
 func dnsCommand() *cobra.Command {
 	var cfg dns.Config
-	var upstreamsFrom string
+	var upstreamsFrom, kubeconfig string
 	cmd := &cobra.Command{
 		Use:   "dns",
 		Short: "Serve cluster DNS (the kube-dns Service) from the Kubernetes API; runs as the knet-dns add-on",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			rc, err := rest.InClusterConfig()
-			if err != nil {
-				return err
-			}
-			if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
+			var err error
+			if cfg.Client, err = newClient(kubeconfig); err != nil {
 				return err
 			}
 			if upstreamsFrom != "" {
@@ -47,6 +42,7 @@ func dnsCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster config)")
 	f.StringVar(&cfg.Listen, "listen", ":53", "DNS address (UDP and TCP)")
 	f.StringVar(&cfg.HealthListen, "health-listen", ":8080", "HTTP address for /healthz and /readyz")
 	f.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "cluster domain")

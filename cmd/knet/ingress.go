@@ -8,9 +8,6 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"knet/internal/ingress"
 )
@@ -23,17 +20,8 @@ func ingressCommand() *cobra.Command {
 		Short: "Run the Ingress controller and L7 proxy (IngressClass knet); runs as the knet-ingress add-on",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var rc *rest.Config
 			var err error
-			if kubeconfig != "" {
-				rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-			} else {
-				rc, err = rest.InClusterConfig()
-			}
-			if err != nil {
-				return err
-			}
-			if cfg.Client, err = kubernetes.NewForConfig(rc); err != nil {
+			if cfg.Client, err = newClient(kubeconfig); err != nil {
 				return err
 			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
