@@ -201,11 +201,14 @@ type Options struct {
 	// IgnoreTTL compares records without their TTLs (a cache counts them
 	// down); the SOA serial is always ignored (it is a build time).
 	IgnoreTTL bool
+	// IgnoreCase compares names case-insensitively: CoreDNS's cache serves
+	// an entry with the case of the question that filled it.
+	IgnoreCase bool
 }
 
 // Diff compares a response from knet with one from the reference server and
-// returns one line per difference, empty when they agree: rcode, the AA and
-// TC flags, EDNS presence, and the answer, authority and additional sections
+// returns one line per difference, empty when they agree: rcode, the AA, TC
+// and RA flags, EDNS presence, and the answer, authority and additional sections
 // as sets of records (order within a section is not compared: both servers
 // and clients treat an RRset as unordered).
 func Diff(knet, ref *dns.Msg, opt Options) []string {
@@ -220,6 +223,7 @@ func Diff(knet, ref *dns.Msg, opt Options) []string {
 	}
 	flag("AA", knet.Authoritative, ref.Authoritative)
 	flag("TC", knet.Truncated, ref.Truncated)
+	flag("RA", knet.RecursionAvailable, ref.RecursionAvailable)
 	flag("EDNS", knet.IsEdns0() != nil, ref.IsEdns0() != nil)
 	section := func(name string, a, b []dns.RR) {
 		na, nb := normalize(a, opt), normalize(b, opt)
@@ -250,7 +254,11 @@ func normalize(rrs []dns.RR, opt Options) []string {
 		if opt.IgnoreTTL {
 			rr.Header().Ttl = 0
 		}
-		out = append(out, strings.ReplaceAll(rr.String(), "\t", " "))
+		line := strings.ReplaceAll(rr.String(), "\t", " ")
+		if opt.IgnoreCase {
+			line = strings.ToLower(line)
+		}
+		out = append(out, line)
 	}
 	slices.Sort(out)
 	return out
