@@ -44,7 +44,8 @@ in the client pod's network namespace (a new TCP connect every 5 ms, 50 ms timeo
 Resolution: one probe interval. Published numbers of kube-network-policies: 322 ms / 2.3 s.
 conn/s: closed loop of new TCP connections (closed with RST) from the client pod to the server pod on
 the other node; the bulk policies select other pods (3 per node), the server is selected only by the
-policy that allows the client.`)
+policy that allows the client; server2 (same node) is selected by none. Rounds alternate between the
+two, so their ratio is measured under the same load.`)
 }
 
 func fmtDur(d time.Duration) string {
