@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,8 +25,10 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	authv1 "k8s.io/api/authentication/v1"
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -35,7 +38,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dnsbench setup|serve-knet|wait|report [flags] (see bench/dns/run.sh)")
+		fmt.Fprintln(os.Stderr, "usage: dnsbench setup|serve-knet|incluster|wait|report [flags] (see bench/dns/run.sh)")
 		os.Exit(2)
 	}
 	var err error
@@ -44,12 +47,14 @@ func main() {
 		err = setupMain(args)
 	case "serve-knet":
 		err = serveMain(args)
+	case "incluster":
+		err = inClusterMain(args)
 	case "wait":
 		err = waitMain(args)
 	case "report":
 		err = reportMain(args)
 	default:
-		err = fmt.Errorf("unknown mode %q: use setup, serve-knet, wait or report", mode)
+		err = fmt.Errorf("unknown mode %q: use setup, serve-knet, incluster, wait or report", mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dnsbench:", err)
@@ -168,6 +173,59 @@ func serveMain(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	return s.Run(ctx)
+}
+
+// inClusterMain writes what rest.InClusterConfig reads, so that the real
+// `knet dns` binary can run on the host: a token of the knet-dns add-on's
+// ServiceAccount (kube-system/knet-dns, with exactly its RBAC) and the API
+// server's CA, into --dir; it prints the API server's host and port for
+// KUBERNETES_SERVICE_HOST and _PORT. run.sh mounts --dir over the
+// ServiceAccount path in a private mount namespace.
+func inClusterMain(args []string) error {
+	fs := flag.NewFlagSet("incluster", flag.ExitOnError)
+	kubeconfig := fs.String("kubeconfig", "", "admin kubeconfig of the cluster")
+	dir := fs.String("dir", "", "directory for token and ca.crt")
+	_ = fs.Parse(args)
+	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load kubeconfig %s: %w", *kubeconfig, err)
+	}
+	u, err := url.Parse(rc.Host)
+	if err != nil || u.Hostname() == "" || u.Port() == "" {
+		return fmt.Errorf("kubeconfig server %q is not https://host:port", rc.Host)
+	}
+	ca := rc.TLSClientConfig.CAData
+	if len(ca) == 0 && rc.TLSClientConfig.CAFile != "" {
+		if ca, err = os.ReadFile(rc.TLSClientConfig.CAFile); err != nil {
+			return err
+		}
+	}
+	if len(ca) == 0 {
+		return errors.New("kubeconfig has no certificate authority")
+	}
+	c, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	expiry := int64(3600)
+	tr, err := c.CoreV1().ServiceAccounts("kube-system").CreateToken(ctx, "knet-dns",
+		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &expiry}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for kube-system/knet-dns (is the knet-dns add-on applied?): %w", err)
+	}
+	if err := os.MkdirAll(*dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*dir, "token"), []byte(tr.Status.Token), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(*dir, "ca.crt"), ca, 0o644); err != nil {
+		return err
+	}
+	fmt.Println(u.Hostname(), u.Port())
+	return nil
 }
 
 // waitMain polls a server until name A is answered with at least one record.

@@ -21,7 +21,8 @@ import (
 // server's /proc/PID/status after its runs).
 var (
 	servers = []struct{ id, label string }{
-		{"knet", "knet"},
+		{"knet-bin", "knet (bin/knet dns)"},
+		{"knet-lib", "knet (library in dnsbench)"},
 		{"coredns-cache", "CoreDNS (cache 30)"},
 		{"coredns-nocache", "CoreDNS (no cache)"},
 	}
@@ -42,8 +43,14 @@ func reportMain(args []string) error {
 		return errors.New("report needs --dir")
 	}
 	results := map[string]perf{}
-	rss := map[string][2]float64{}
+	rss := map[string][4]float64{} // VmRSS, VmHWM, RssAnon, RssFile
+	var ran []struct{ id, label string }
 	for _, s := range servers {
+		if _, err := os.Stat(filepath.Join(*dir, s.id+".status")); errors.Is(err, os.ErrNotExist) {
+			fmt.Printf("(%s did not run)\n", s.label)
+			continue
+		}
+		ran = append(ran, s)
 		for _, q := range querySets {
 			p, err := readPerf(filepath.Join(*dir, s.id+"_"+q+".perf"))
 			if err != nil {
@@ -54,14 +61,15 @@ func reportMain(args []string) error {
 			}
 			results[s.id+"/"+q] = p
 		}
-		cur, peak, err := readRSS(filepath.Join(*dir, s.id+".status"))
+		m, err := readRSS(filepath.Join(*dir, s.id+".status"))
 		if err != nil {
 			return err
 		}
-		rss[s.id] = [2]float64{cur, peak}
+		rss[s.id] = m
 	}
+	servers = ran
 
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "queries\tserver\tQPS\tmean ms\tp50 ms*\tp99 ms*\tlost %\tresponse codes\t")
 	for _, q := range querySets {
 		for _, s := range servers {
@@ -69,10 +77,15 @@ func reportMain(args []string) error {
 			fmt.Fprintf(w, "%s\t%s\t%.0f\t%.3f\t%.3f\t%.3f\t%.2f\t%s\t\n", q, s.label, p.qps, p.meanMs, p.p50Ms, p.p99Ms, p.lostPct, p.rcodes)
 		}
 	}
-	fmt.Fprintln(w, "\t\t\t\t\t\t\t\t")
-	fmt.Fprintln(w, "server\tRSS MiB after run\tpeak RSS MiB\t\t\t\t\t\t")
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	fmt.Println()
+	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "server\tRSS MiB after run\tpeak RSS MiB\tanonymous MiB\tfile-backed MiB (binary text)\t")
 	for _, s := range servers {
-		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t\t\t\t\t\t\n", s.label, rss[s.id][0], rss[s.id][1])
+		m := rss[s.id]
+		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t\n", s.label, m[0], m[1], m[2], m[3])
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -81,15 +94,29 @@ func reportMain(args []string) error {
 
 	fmt.Println()
 	fmt.Println("knet / CoreDNS (goals: QPS >= 1.5x, memory <= 0.5x)")
-	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "metric\tvs cache 30\tvs no cache\t")
-	for _, q := range querySets {
-		k := results["knet/"+q]
-		fmt.Fprintf(w, "QPS %s\t%.2fx\t%.2fx\t\n", q, k.qps/results["coredns-cache/"+q].qps, k.qps/results["coredns-nocache/"+q].qps)
-		fmt.Fprintf(w, "p99 latency %s\t%.2fx\t%.2fx\t\n", q, k.p99Ms/results["coredns-cache/"+q].p99Ms, k.p99Ms/results["coredns-nocache/"+q].p99Ms)
+	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "knet\tmetric\tvs cache 30\tvs no cache\t")
+	ratio := func(a, b float64) string {
+		if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+			return "-"
+		}
+		return fmt.Sprintf("%.2fx", a/b)
 	}
-	fmt.Fprintf(w, "RSS after run\t%.2fx\t%.2fx\t\n", rss["knet"][0]/rss["coredns-cache"][0], rss["knet"][0]/rss["coredns-nocache"][0])
-	fmt.Fprintf(w, "peak RSS\t%.2fx\t%.2fx\t\n", rss["knet"][1]/rss["coredns-cache"][1], rss["knet"][1]/rss["coredns-nocache"][1])
+	for _, k := range []string{"knet-bin", "knet-lib"} {
+		if _, ok := rss[k]; !ok {
+			continue
+		}
+		row := func(metric string, get func(id string) float64) {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t\n", k, metric, ratio(get(k), get("coredns-cache")), ratio(get(k), get("coredns-nocache")))
+		}
+		for _, q := range querySets {
+			row("QPS "+q, func(id string) float64 { return results[id+"/"+q].qps })
+			row("p99 latency "+q, func(id string) float64 { return results[id+"/"+q].p99Ms })
+		}
+		row("RSS after run", func(id string) float64 { return rss[id][0] })
+		row("peak RSS", func(id string) float64 { return rss[id][1] })
+		row("anonymous RSS", func(id string) float64 { return rss[id][2] })
+	}
 	return w.Flush()
 }
 
@@ -170,27 +197,27 @@ func readLatencies(path string) (p50, p99 float64, err error) {
 	return at(0.50), at(0.99), nil
 }
 
-// readRSS reads VmRSS and VmHWM (peak) from a saved /proc/PID/status, in MiB.
-func readRSS(path string) (cur, peak float64, err error) {
+// readRSS reads VmRSS, VmHWM (peak), RssAnon and RssFile from a saved
+// /proc/PID/status, in MiB.
+func readRSS(path string) ([4]float64, error) {
+	var m [4]float64
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, 0, fmt.Errorf("read server status: %w", err)
+		return m, fmt.Errorf("read server status: %w", err)
 	}
+	fields := map[string]int{"VmRSS:": 0, "VmHWM:": 1, "RssAnon:": 2, "RssFile:": 3}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 {
 			continue
 		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			cur = kb / 1024
-		case "VmHWM:":
-			peak = kb / 1024
+		if i, ok := fields[f[0]]; ok {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			m[i] = kb / 1024
 		}
 	}
-	if cur == 0 {
-		return 0, 0, fmt.Errorf("%s has no VmRSS line", path)
+	if m[0] == 0 {
+		return m, fmt.Errorf("%s has no VmRSS line", path)
 	}
-	return cur, peak, nil
+	return m, nil
 }

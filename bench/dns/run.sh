@@ -83,7 +83,11 @@ corefile "$work/Corefile.nocache" no
 # save the server's memory figures.
 bench() {
 	local id=$1 port=$2 q
-	"$work/dnsbench" wait --server "127.0.0.1:$port" --name "$sentinel"
+	"$work/dnsbench" wait --server "127.0.0.1:$port" --name "$sentinel" || {
+		echo "$id did not come up; its log:" >&2
+		cat "$work/$id.log" >&2
+		return 1
+	}
 	for q in cluster external; do
 		taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/$q.txt" -c "$clients" -q "$outstanding" -l 2 >/dev/null
 		taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$work/$q.txt" -c "$clients" -q "$outstanding" -l "$duration" \
@@ -92,14 +96,29 @@ bench() {
 			>"$work/${id}_$q.verbose"
 	done
 	cp "/proc/$server_pid/status" "$work/$id.status"
-	echo "$id: $(grep -E '^(VmRSS|VmHWM)' "$work/$id.status" | tr -s ' \t\n' ' ')"
+	echo "$id: $(grep -E '^(VmRSS|VmHWM|RssAnon|RssFile)' "$work/$id.status" | tr -s ' \t\n' ' ')"
 }
 
 echo "load before: $(cat /proc/loadavg)"
-taskset -c 1 "$work/dnsbench" serve-knet --kubeconfig "$kubeconfig" \
-	--listen "127.0.0.1:$knet_port" --health-listen "127.0.0.1:$knet_health" 2>"$work/knet.log" &
+# The real `knet dns` takes only the in-cluster config: give it the knet-dns add-on's
+# ServiceAccount token and the CA in a private mount namespace (a tmpfs over /run, seen by that
+# process alone), and the API server through KUBERNETES_SERVICE_HOST/PORT.
+read -r api_host api_port < <("$work/dnsbench" incluster --kubeconfig "$kubeconfig" --dir "$work/sa")
+sa=/run/secrets/kubernetes.io/serviceaccount
+KUBERNETES_SERVICE_HOST=$api_host KUBERNETES_SERVICE_PORT=$api_port \
+	unshare --mount --propagation private sh -c \
+	"mount -t tmpfs knet-dnsbench /run && mkdir -p $sa && cp '$work/sa/token' '$work/sa/ca.crt' $sa/ &&
+	 exec taskset -c 1 bin/knet dns --listen 127.0.0.1:$knet_port --health-listen 127.0.0.1:$knet_health" \
+	2>"$work/knet-bin.log" &
 server_pid=$!
-bench knet "$knet_port"
+bench knet-bin "$knet_port"
+stop_server
+
+# knet's server as a library with a kubeconfig client: same code, a smaller binary.
+taskset -c 1 "$work/dnsbench" serve-knet --kubeconfig "$kubeconfig" \
+	--listen "127.0.0.1:$knet_port" --health-listen "127.0.0.1:$knet_health" 2>"$work/knet-lib.log" &
+server_pid=$!
+bench knet-lib "$knet_port"
 stop_server
 
 for mode in cache nocache; do
