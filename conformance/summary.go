@@ -63,7 +63,10 @@ type failure struct {
 
 // maxFailureLines bounds how much of a failure message SUMMARY.md repeats; the full text is in
 // the JUnit file and the suite log.
-const maxFailureLines = 6
+const (
+	maxFailureLines = 6
+	maxLineLen      = 300
+)
 
 func main() {
 	out := flag.String("o", "conformance/SUMMARY.md", "markdown file to write")
@@ -118,8 +121,14 @@ func summarize(suite, file string) (result, error) {
 		cases = one.Cases
 	}
 	for _, c := range cases {
+		failed := c.Failure != nil || c.Error != nil
+		// Ginkgo also reports its suite nodes ([SynchronizedBeforeSuite], [ReportAfterSuite] ...)
+		// as test cases; they are not specs, so they only count when they fail.
+		if isSuiteNode(c.Name) && !failed {
+			continue
+		}
 		switch {
-		case c.Failure != nil || c.Error != nil:
+		case failed:
 			r.failed++
 			m := c.Failure
 			if m == nil {
@@ -146,6 +155,10 @@ func summarize(suite, file string) (result, error) {
 	return r, nil
 }
 
+func isSuiteNode(name string) bool {
+	return strings.HasPrefix(name, "[") && !strings.HasPrefix(name, "[It]")
+}
+
 func firstLines(m *message) []string {
 	text := strings.TrimSpace(m.Text)
 	if text == "" {
@@ -155,6 +168,9 @@ func firstLines(m *message) []string {
 	for _, l := range strings.Split(text, "\n") {
 		if l = strings.TrimRight(l, " \t\r"); l == "" {
 			continue
+		}
+		if len(l) > maxLineLen {
+			l = l[:maxLineLen] + " ..."
 		}
 		lines = append(lines, l)
 		if len(lines) == maxFailureLines {

@@ -32,7 +32,7 @@ keep=0
 name=${CONFORMANCE_NAME:-conf}
 timeout=${CONFORMANCE_TIMEOUT:-3h}
 cyclonus_include=${CYCLONUS_INCLUDE:-conflict}
-out=_out/conformance
+out=$PWD/_out/conformance   # absolute: ginkgo runs e2e.test with bin/ as its working directory
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
@@ -50,6 +50,17 @@ done
 [ "$(id -u)" = 0 ] || { echo "conformance: knet up needs root; run as root" >&2; exit 1; }
 
 log() { printf '==> %s\n' "$*"; }
+
+# A pod's root filesystem is the host's /, so the tools the agnhost image ships (Alpine's
+# netcat-openbsd, bind-tools, curl, iproute2) must be on the host: the Service tests probe with
+# `nc -v -t -w 2 HOST PORT` inside agnhost pods.
+missing=()
+for tool in nc dig nslookup curl ip; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "conformance: the upstream tests run ${missing[*]} inside agnhost pods, whose root is the host's /;" \
+		"install them first: apt-get install -y netcat-openbsd bind9-dnsutils curl iproute2" >&2
+	exit 1
+fi
 
 # --- build ---------------------------------------------------------------------------------------
 ginkgo_version=$(go list -m -f '{{.Version}}' github.com/onsi/ginkgo/v2)
@@ -107,6 +118,10 @@ e2e_flags=(
 	--kubectl-path="$PWD/conformance/kubectl"
 	--report-dir="$out"
 	--e2e-output-dir="$out"
+	# On a failure the framework dumps the namespace (kept) and, per node, kubelet /metrics
+	# latencies; knet's kubelet serves no /metrics, so that part only adds a 2-minute timeout and
+	# a second [FAILED] to every failing spec.
+	--max-nodes-to-gather-from=0
 )
 # run_e2e SUITE FOCUS [LABEL_FILTER]: runs e2e.test; its JUnit lands in $out/junit_SUITE_01.xml.
 run_e2e() {
@@ -136,6 +151,9 @@ run_cyclonus() {
 		${CYCLONUS_ARGS:-} >"$out/cyclonus.log" 2>&1
 }
 
+note="knet commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), e2e.test $version, Cyclonus $cyclonus_version, \
+$(date -u +%Y-%m-%d), \`knet up --nodes 2\`, ginkgo procs $procs. Skipped counts only specs that \
+ran and called Skip; specs left out by the focus/label filter are not counted."
 failed=0
 summary_args=()
 IFS=, read -ra selected <<<"$suites"
@@ -150,10 +168,8 @@ for suite in "${selected[@]}"; do
 	log "suite $suite exited with $rc"
 	[ "$rc" = 0 ] || failed=1
 	summary_args+=("$suite=$out/junit_${suite}_01.xml")
+	# Rewritten after every suite so an interrupted run still reports the suites that finished.
+	go run conformance/summary.go -o conformance/SUMMARY.md -note "$note" "${summary_args[@]}" >/dev/null || failed=1
 done
-
-note="knet $(bin/knet --version 2>/dev/null | head -1), e2e.test $version, Cyclonus $cyclonus_version, \
-$(date -u +%Y-%m-%d), \`knet up --nodes 2\`, ginkgo procs $procs. Skipped counts only specs that \
-ran and called Skip; specs left out by the focus/label filter are not counted."
-go run conformance/summary.go -o conformance/SUMMARY.md -note "$note" "${summary_args[@]}" || failed=1
+cat conformance/SUMMARY.md
 exit "$failed"
