@@ -52,8 +52,8 @@ type knownDifference struct {
 }
 
 var knownDifferences = []knownDifference{
-	{"ns.dns." + zone + ".", 0, "CoreDNS names its own listen address (127.0.0.1 here) when no kube-dns endpoint carries it; knet names the kube-dns ClusterIP"},
-	{zone + ".", dns.TypeNS, "the NS glue is ns.dns's address, see above"},
+	{"ns.dns." + zone + ".", 0, "CoreDNS finds ns.dns through the kube-dns endpoint that carries its own pod IP; on the host's loopback there is none and it answers NODATA, knet answers the kube-dns ClusterIP"},
+	{zone + ".", dns.TypeNS, "apex NS comes from the same lookup as ns.dns: CoreDNS on loopback answers NODATA, knet ns.dns with its glue"},
 	// Neither server has an upstream here. CoreDNS's plugin chain then ends
 	// in SERVFAIL ("no next plugin"); knet answers REFUSED by design (see
 	// dns.Config.Upstreams). With upstreams both forward.
