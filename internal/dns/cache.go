@@ -20,7 +20,7 @@ type wireEntry struct {
 	body       []byte
 }
 
-// wireCache maps lowercase wire qname + qtype to packed cluster answers.
+// wireCache maps wire qname (case as asked) + qtype to packed cluster answers.
 // Sharded so readers on several sockets rarely meet on one lock.
 type wireCache struct {
 	seed     maphash.Seed

@@ -66,7 +66,7 @@ func (s *Server) reply(req *dns.Msg, mayBlock bool) (*dns.Msg, bool, error) {
 			return m, false, nil
 		}
 		r := snap.resolve(q.Name, name, q.Qtype, 0)
-		m.Authoritative, m.RecursionAvailable = true, true
+		m.Authoritative = true // RA stays 0, as CoreDNS answers cluster names
 		m.Rcode, m.Answer, m.Extra = r.rcode, r.answer, r.extra
 		if r.upstream != "" && s.fwd != nil {
 			up := s.fwd.cached(r.upstream, q.Qtype)
@@ -91,7 +91,7 @@ func (s *Server) reply(req *dns.Msg, mayBlock bool) (*dns.Msg, bool, error) {
 
 	if q.Qtype == dns.TypePTR && snap != nil {
 		if r, ok := snap.ptr(q.Name, name); ok {
-			m.Authoritative, m.RecursionAvailable = true, true
+			m.Authoritative = true // RA stays 0, as CoreDNS answers cluster names
 			m.Answer = r.answer
 			return m, true, nil
 		}

@@ -21,7 +21,7 @@ const (
 
 type parsedQuery struct {
 	qEnd    int    // offset just past the question
-	key     []byte // lowercase wire qname + qtype
+	key     []byte // wire qname (case as asked) + qtype
 	edns    bool
 	udpSize uint16
 	do      bool
@@ -59,13 +59,10 @@ func parseQuery(b []byte, key []byte) (parsedQuery, parseStatus) {
 		if off+1+l > len(b) {
 			return pq, parseSlow
 		}
-		key = append(key, byte(l))
-		for _, c := range b[off+1 : off+1+l] {
-			if 'A' <= c && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			key = append(key, c)
-		}
+		// The key keeps the question's case: a cached answer's compression pointers
+		// and owner names were packed against that exact question, so a query that
+		// differs only in case must not replay it (it is answered and cached anew).
+		key = append(key, b[off:off+1+l]...)
 		off += 1 + l
 		if l == 0 {
 			break

@@ -117,6 +117,22 @@ func TestCaseThroughCache(t *testing.T) {
 	}
 }
 
+// TestAnswerDoesNotDependOnEarlierQueries: a query that differs from an earlier one only in
+// case gets the same bytes as it would from a fresh server (the cache once replayed the first
+// asker's compression pointers into the second question).
+func TestAnswerDoesNotDependOnEarlierQueries(t *testing.T) {
+	first := query("_http._tcp.web.default.svc.cluster.local.", dns.TypeSRV)
+	second := query("_HTTP._TCP.Web.default.svc.cluster.local.", dns.TypeSRV)
+	fresh := newTestServer(t, Config{}, clusterObjects()...)
+	want, _ := exchangeWire(t, fresh, second, true)
+	warm := newTestServer(t, Config{}, clusterObjects()...)
+	exchangeWire(t, warm, first, true)
+	got, _ := exchangeWire(t, warm, second, true)
+	if got.String() != want.String() {
+		t.Errorf("answer after a differently-cased query:\n%s\nwant (fresh server):\n%s", got, want)
+	}
+}
+
 func TestSnapshotChangeInvalidatesCache(t *testing.T) {
 	objs := clusterObjects()
 	s := newTestServer(t, Config{}, objs...)
