@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
+
+	"knet/internal/syncloop"
 )
 
 // ControllerConfig configures the allocation Controller. Call Defaults,
@@ -140,7 +142,7 @@ type Controller struct {
 	services      corelisters.ServiceLister
 	namespaces    corelisters.NamespaceLister
 	pools         cache.GenericLister
-	dirty         chan struct{}
+	loop          *syncloop.Loop
 
 	// Owned by the Run goroutine: problems already reported, so a
 	// persisting one is not repeated every sync.
@@ -159,7 +161,7 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 		log:           cfg.Logger.With("component", "lbipam-controller"),
 		kubeInformers: informers.NewSharedInformerFactory(cfg.Client, 0),
 		poolInformers: dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, 0),
-		dirty:         make(chan struct{}, 1),
+		loop:          syncloop.New(syncloop.Config{MinInterval: cfg.MinSyncInterval, Resync: cfg.ResyncPeriod, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax}),
 		warned:        map[string]bool{},
 	}
 	mark := cache.ResourceEventHandlerFuncs{
@@ -179,12 +181,7 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 	return c, nil
 }
 
-func (c *Controller) markDirty() {
-	select {
-	case c.dirty <- struct{}{}:
-	default:
-	}
-}
+func (c *Controller) markDirty() { c.loop.Mark() }
 
 // Run installs the CRD if needed, then keeps Service addresses in sync
 // until ctx ends (with LeaderElection: while it leads; losing the lease
@@ -251,44 +248,11 @@ func (c *Controller) run(ctx context.Context) error {
 	}
 	c.log.Info("caches synced, allocating", "defaultPool", c.cfg.DefaultPool)
 
-	var lastSync time.Time
-	retry := time.NewTimer(0)
-	defer retry.Stop()
-	resync := time.NewTicker(c.cfg.ResyncPeriod)
-	defer resync.Stop()
-	backoff := time.Duration(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c.dirty:
-		case <-retry.C:
-		case <-resync.C:
-		}
-		if wait := time.Until(lastSync.Add(c.cfg.MinSyncInterval)); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-		}
-		select {
-		case <-c.dirty:
-		default:
-		}
-		lastSync = time.Now()
-		err := c.sync(ctx)
-		if err == nil {
-			backoff = 0
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		backoff = min(max(2*backoff, c.cfg.RetryMin), c.cfg.RetryMax)
-		c.log.Error("sync failed; retrying", "err", err, "retryIn", backoff)
-		retry.Reset(backoff)
-	}
+	c.loop.Run(ctx, func(ctx context.Context, _ syncloop.Reason) error { return c.sync(ctx) },
+		func(err error, retryIn time.Duration) {
+			c.log.Error("sync failed; retrying", "err", err, "retryIn", retryIn)
+		})
+	return nil
 }
 
 // inputs snapshots the caches into Allocate's inputs, and the pool objects

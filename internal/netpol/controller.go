@@ -16,6 +16,8 @@ import (
 	networkinglisters "k8s.io/client-go/listers/networking/v1"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
+
+	"knet/internal/syncloop"
 )
 
 // Controller keeps the node's NetworkPolicy table in sync with the API.
@@ -27,7 +29,7 @@ type Controller struct {
 	pods     corelisters.PodLister
 	nss      corelisters.NamespaceLister
 	policies networkinglisters.NetworkPolicyLister
-	dirty    chan struct{}
+	loop     *syncloop.Loop
 	synced   chan struct{}
 	once     sync.Once
 	syncs    atomic.Uint64
@@ -60,7 +62,7 @@ func New(cfg Config) (*Controller, error) {
 	f := informers.NewSharedInformerFactory(cfg.Client, 0)
 	c := &Controller{
 		cfg: cfg, log: cfg.Logger.With("component", "netpol", "node", cfg.NodeName), nft: nft, factory: f,
-		dirty: make(chan struct{}, 1), synced: make(chan struct{}),
+		loop: syncloop.New(syncloop.Config{MinInterval: cfg.MinSyncInterval, Resync: cfg.SyncPeriod, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax}), synced: make(chan struct{}),
 	}
 	mark := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.markDirty() },
@@ -105,12 +107,7 @@ func podView(p *v1.Pod) any {
 	}{p.Labels, ip.String(), p.Spec.NodeName, ports}
 }
 
-func (c *Controller) markDirty() {
-	select {
-	case c.dirty <- struct{}{}:
-	default:
-	}
-}
+func (c *Controller) markDirty() { c.loop.Mark() }
 
 // Synced is closed after the first successful sync.
 func (c *Controller) Synced() <-chan struct{} { return c.synced }
@@ -132,47 +129,17 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	c.log.Info("caches synced, starting sync loop")
-	var last time.Time
-	retry := time.NewTimer(0)
-	defer retry.Stop()
-	resync := time.NewTicker(c.cfg.SyncPeriod)
-	defer resync.Stop()
-	backoff := time.Duration(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c.dirty:
-		case <-retry.C:
-		case <-resync.C:
+	c.loop.Run(ctx, func(ctx context.Context, why syncloop.Reason) error {
+		if why == syncloop.Resync {
 			c.applied = nil
 		}
-		if wait := time.Until(last.Add(c.cfg.MinSyncInterval)); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-		}
-		select { // take every change that arrived while waiting
-		case <-c.dirty:
-		default:
-		}
-		last = time.Now()
-		err := c.sync(ctx)
-		if err == nil {
-			backoff = 0
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
+		return c.sync(ctx)
+	}, func(err error, retryIn time.Duration) {
 		c.failures.Add(1)
 		c.applied = nil
-		backoff = min(max(2*backoff, c.cfg.RetryMin), c.cfg.RetryMax)
-		c.log.Error("sync failed; the previous rules stay in force, full rebuild scheduled", "err", err, "retryIn", backoff, "failures", c.failures.Load())
-		retry.Reset(backoff)
-	}
+		c.log.Error("sync failed; the previous rules stay in force, full rebuild scheduled", "err", err, "retryIn", retryIn, "failures", c.failures.Load())
+	})
+	return nil
 }
 
 // sync computes, renders and applies the desired state once.

@@ -18,6 +18,8 @@ import (
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
+
+	"knet/internal/syncloop"
 )
 
 // staleChainGrace is how long a flushed per-Service chain waits before it is
@@ -37,7 +39,7 @@ type Proxier struct {
 	factories   []informers.SharedInformerFactory
 	services    corelisters.ServiceLister
 	slices      discoverylisters.EndpointSliceLister
-	dirty       chan struct{}
+	loop        *syncloop.Loop
 	synced      chan struct{}
 	syncedOnce  sync.Once
 	health      *healthServers
@@ -95,7 +97,7 @@ func New(cfg Config) (*Proxier, error) {
 		clusterCIDR: cidr,
 		nodeIPs:     cfg.nodeAddrs(),
 		factories:   []informers.SharedInformerFactory{svcFactory, sliceFactory},
-		dirty:       make(chan struct{}, 1),
+		loop:        syncloop.New(syncloop.Config{MinInterval: cfg.MinSyncInterval, Resync: cfg.SyncPeriod, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax}),
 		synced:      make(chan struct{}),
 		stale:       map[string]time.Time{},
 		warned:      map[types.NamespacedName]map[string]bool{},
@@ -120,12 +122,7 @@ func New(cfg Config) (*Proxier, error) {
 
 const labelProxyName = "service.kubernetes.io/service-proxy-name"
 
-func (p *Proxier) markDirty() {
-	select {
-	case p.dirty <- struct{}{}:
-	default:
-	}
-}
+func (p *Proxier) markDirty() { p.loop.Mark() }
 
 // Synced is closed after the first successful sync.
 func (p *Proxier) Synced() <-chan struct{} { return p.synced }
@@ -158,49 +155,17 @@ func (p *Proxier) Run(ctx context.Context) error {
 	}
 	p.log.Info("caches synced, starting sync loop")
 
-	var lastSync time.Time
-	retry := time.NewTimer(0) // the first sync runs at once
-	defer retry.Stop()
-	resync := time.NewTicker(p.cfg.SyncPeriod)
-	defer resync.Stop()
-	backoff := time.Duration(0)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-p.dirty:
-		case <-retry.C:
-		case <-resync.C:
-			p.applied = nil // full resync repairs edits made behind our back
+	p.loop.Run(ctx, func(ctx context.Context, why syncloop.Reason) error {
+		if why == syncloop.Resync {
+			p.applied = nil // a full resync repairs edits made behind our back
 		}
-		// Coalesce bursts: wait out the minimum interval, then take every
-		// change that arrived meanwhile in one sync.
-		if wait := time.Until(lastSync.Add(p.cfg.MinSyncInterval)); wait > 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(wait):
-			}
-		}
-		select {
-		case <-p.dirty:
-		default:
-		}
-		lastSync = time.Now()
-		err := p.sync(ctx)
-		if err == nil {
-			backoff = 0
-			continue
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
+		return p.sync(ctx)
+	}, func(err error, retryIn time.Duration) {
 		p.failures.Add(1)
 		p.applied = nil
-		backoff = min(max(2*backoff, p.cfg.RetryMin), p.cfg.RetryMax)
-		p.log.Error("sync failed; full resync scheduled", "err", err, "retryIn", backoff, "failures", p.failures.Load())
-		retry.Reset(backoff)
-	}
+		p.log.Error("sync failed; full resync scheduled", "err", err, "retryIn", retryIn, "failures", p.failures.Load())
+	})
+	return nil
 }
 
 // inputs snapshots the informer caches.

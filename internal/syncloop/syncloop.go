@@ -1,0 +1,102 @@
+// Package syncloop runs a controller's sync the way knet's controllers share: informer events
+// only mark work dirty; syncs run at least MinInterval apart, so a burst of events becomes one
+// sync; a failed sync is retried with exponential backoff; and a periodic resync runs even
+// without events. It owns no state of the controller and touches nothing but its timers.
+package syncloop
+
+import (
+	"context"
+	"time"
+)
+
+// Config bounds the loop. Every field must be positive.
+type Config struct {
+	MinInterval time.Duration // minimum time between two syncs
+	Resync      time.Duration // a sync runs at least this often
+	RetryMin    time.Duration // first retry delay after a failure
+	RetryMax    time.Duration // cap of the doubling retry delay
+}
+
+// Reason says why a sync runs, so a controller can rebuild fully where it needs to.
+type Reason int
+
+const (
+	// Changed: the first sync, or something was marked dirty.
+	Changed Reason = iota
+	// Resync: the periodic resync.
+	Resync
+	// Retry: the previous sync failed.
+	Retry
+)
+
+// Loop coalesces Mark calls into syncs.
+type Loop struct {
+	cfg   Config
+	dirty chan struct{}
+}
+
+// New returns a loop; call Mark from informer handlers and Run once.
+func New(cfg Config) *Loop {
+	return &Loop{cfg: cfg, dirty: make(chan struct{}, 1)}
+}
+
+// Mark asks for a sync. It never blocks.
+func (l *Loop) Mark() {
+	select {
+	case l.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Run calls sync until ctx ends: once at once, then after each Mark, periodic resync or retry.
+// onError, if set, is told of each failure and the delay until the retry. Run returns when ctx
+// ends; a sync error never ends it.
+func (l *Loop) Run(ctx context.Context, sync func(ctx context.Context, why Reason) error, onError func(err error, retryIn time.Duration)) {
+	var last time.Time
+	retry := time.NewTimer(0) // the first sync runs at once
+	defer retry.Stop()
+	resync := time.NewTicker(l.cfg.Resync)
+	defer resync.Stop()
+	backoff := time.Duration(0)
+	for {
+		why := Changed
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.dirty:
+		case <-retry.C:
+			if backoff > 0 {
+				why = Retry
+			}
+		case <-resync.C:
+			why = Resync
+		}
+		// Coalesce bursts: wait out the minimum interval, then take every change that
+		// arrived meanwhile in this one sync.
+		if wait := time.Until(last.Add(l.cfg.MinInterval)); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		select {
+		case <-l.dirty:
+		default:
+		}
+		last = time.Now()
+		err := sync(ctx, why)
+		if err == nil {
+			backoff = 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		backoff = min(max(2*backoff, l.cfg.RetryMin), l.cfg.RetryMax)
+		if onError != nil {
+			onError(err, backoff)
+		}
+		retry.Reset(backoff)
+	}
+}
