@@ -9,6 +9,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	extfake "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset/fake"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -23,6 +24,7 @@ type controllerEnv struct {
 	dyn    *dynfake.FakeDynamicClient
 	ext    *extfake.Clientset
 	events chan string
+	ctrl   *Controller
 }
 
 func startController(t *testing.T, defaultPool []string, objs ...runtime.Object) *controllerEnv {
@@ -41,6 +43,7 @@ func startController(t *testing.T, defaultPool []string, objs ...runtime.Object)
 	if err != nil {
 		t.Fatal(err)
 	}
+	env.ctrl = c
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -128,12 +131,12 @@ func TestControllerAllocatesReportsAndReleases(t *testing.T) {
 	env.createPool("clash", map[string]any{"addresses": []any{"172.18.255.200-172.18.255.201"}})
 	env.waitEvent("Warning", "InvalidPool", `pool "default"`)
 	env.createPool("extra", map[string]any{"addresses": []any{"10.9.0.1-10.9.0.2"}, "serviceAllocation": map[string]any{"priority": int64(1)}})
-	// Let the informer see "extra" before the next Service arrives.
+	// Let the controller's own pool informer see "extra" before the next Service arrives
+	// (the API having it is not enough: the sync reads the informer).
 	eventually(t, "pool informer", func() bool {
-		l, _ := env.dyn.Resource(PoolResource).List(ctx, metav1.ListOptions{})
-		return l != nil && len(l.Items) == 2
+		l, err := env.ctrl.pools.List(labels.Everything())
+		return err == nil && len(l) == 2
 	})
-	time.Sleep(100 * time.Millisecond)
 	if _, err := env.kube.CoreV1().Services("a").Create(ctx, lbSvc("a/second", 1), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
