@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what knet needs on a Debian machine (as root). Go 1.26 must already be installed.
 set -euo pipefail
-need=(nftables iproute2 util-linux iputils-ping iperf3 dnsutils curl conntrack busybox-static wrk socat dnsperf)
+need=(nftables iproute2 util-linux iputils-ping iperf3 dnsutils curl conntrack busybox-static wrk socat dnsperf netcat-openbsd)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
