@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -22,6 +23,9 @@ type Image struct {
 	Entrypoint []string
 	// Cmd is the image's CMD, e.g. ["pause"].
 	Cmd []string
+	// Files are more files of the image, host path → path in the pod, mounted read-only
+	// (e.g. agnhost's /localhost.crt and /localhost.key, which its porter serves TLS with).
+	Files map[string]string `json:"files,omitempty"`
 }
 
 // imageRule maps a repository pattern to an Image.
@@ -103,10 +107,21 @@ func repository(ref string) string {
 // add-ons run as the knet binary).
 func DefaultImages(knetBinary, agnhostBinary string) ImageMap {
 	var m ImageMap
-	m.Set("registry.k8s.io/e2e-test-images/agnhost", Image{
+	agnhost := Image{
 		Binary: agnhostBinary, Path: "/agnhost",
 		Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
-	})
+	}
+	// hack/build.sh puts the image's extra files in agnhost-files/ beside the binary.
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		src := filepath.Join(filepath.Dir(agnhostBinary), "agnhost-files", f)
+		if _, err := os.Stat(src); err == nil && agnhostBinary != "" {
+			if agnhost.Files == nil {
+				agnhost.Files = map[string]string{}
+			}
+			agnhost.Files[src] = "/" + f
+		}
+	}
+	m.Set("registry.k8s.io/e2e-test-images/agnhost", agnhost)
 	// pause sleeps until SIGTERM; `knet pause` does exactly that.
 	for _, p := range []string{"registry.k8s.io/pause", "k8s.gcr.io/pause"} {
 		m.Set(p, Image{Binary: knetBinary, Path: "/knet", Entrypoint: []string{"/knet", "pause"}})

@@ -1,6 +1,7 @@
 package kubelet
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -84,5 +85,31 @@ func TestLoadImageMap(t *testing.T) {
 		if _, err := LoadImageMap(f, ImageMap{}); err == nil {
 			t.Errorf("%s: LoadImageMap accepted %q", name, bad)
 		}
+	}
+}
+
+func TestDefaultImagesMountAgnhostFiles(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "agnhost")
+	if err := os.MkdirAll(filepath.Join(dir, "agnhost-files"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"agnhost", "agnhost-files/localhost.crt", "agnhost-files/localhost.key"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, ok := DefaultImages("/knet", bin).Lookup("registry.k8s.io/e2e-test-images/agnhost:2.56")
+	if !ok {
+		t.Fatal("agnhost not mapped")
+	}
+	for _, f := range []string{"localhost.crt", "localhost.key"} {
+		if got := img.Files[filepath.Join(dir, "agnhost-files", f)]; got != "/"+f {
+			t.Errorf("%s mounted at %q, want /%s (agnhost porter serves TLS with it)", f, got, f)
+		}
+	}
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/e2e-test-images/agnhost:2.56"}}}}
+	if got := len(imageMounts(pod, DefaultImages("/knet", bin))); got != 3 {
+		t.Errorf("imageMounts = %d mounts, want the binary and its 2 files", got)
 	}
 }

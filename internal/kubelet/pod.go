@@ -423,6 +423,9 @@ func imageMounts(pod *corev1.Pod, images ImageMap) []bindMount {
 		}
 		seen[img.Path] = true
 		out = append(out, bindMount{Source: img.Binary, Target: img.Path, ReadOnly: true})
+		for src, dst := range img.Files {
+			out = append(out, bindMount{Source: src, Target: dst, ReadOnly: true})
+		}
 	}
 	return out
 }
