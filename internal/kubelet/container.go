@@ -312,6 +312,20 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 		}
 	}
 	c.rec.ContainerID = "knet://" + id
+	w.mu.Unlock()
+
+	attemptCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// As in the kubelet, the container counts as running (and started, ready, and the next
+	// container may start) only once its postStart hook has completed.
+	if c.spec.Lifecycle != nil && c.spec.Lifecycle.PostStart != nil {
+		if err := c.runHook(attemptCtx, c.spec.Lifecycle.PostStart, proc, podIPs); err != nil {
+			c.event(corev1.EventTypeWarning, "FailedPostStartHook", "PostStartHook failed: %v", err)
+			c.killProcess(proc, c.w.podGrace(), false)
+			return c.exited_(proc, attempt, startedAt)
+		}
+	}
+	w.mu.Lock()
 	c.rec.State = corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(startedAt)}}
 	c.rec.Started = !hasStartup
 	c.rec.StartedOnce = c.rec.StartedOnce || !hasStartup
@@ -324,15 +338,6 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	}
 	w.log.Info("container started", "container", c.spec.Name, "attempt", attempt, "pid", proc.PID())
 
-	attemptCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if c.spec.Lifecycle != nil && c.spec.Lifecycle.PostStart != nil {
-		if err := c.runHook(attemptCtx, c.spec.Lifecycle.PostStart, proc, podIPs); err != nil {
-			c.event(corev1.EventTypeWarning, "FailedPostStartHook", "PostStartHook failed: %v", err)
-			c.killProcess(proc, c.w.podGrace(), false)
-			return c.exited_(proc, attempt, startedAt)
-		}
-	}
 	go c.probe(attemptCtx, proc, podIPs)
 
 	// Sidecars outlive the main containers: they stop when finish() says
