@@ -157,7 +157,7 @@ func run(ctx context.Context, o options) error {
 	fmt.Printf("load before: %s", loadavg())
 
 	for _, name := range strings.Split(o.scenarios, ",") {
-		sc, ok := scenarios[name]
+		sc, ok := scenarioByName(name)
 		if !ok {
 			return fmt.Errorf("unknown scenario %q: use spread, non-owner or cut", name)
 		}
@@ -176,17 +176,24 @@ type scenarioSpec struct {
 	cut    bool // take the owner's underlay link down for o.cut; else SIGKILL its node process
 }
 
-var scenarios = map[string]scenarioSpec{
-	// The owner's backend dies with its node process (a killed node process takes its pods).
-	"spread": {spread: true},
-	// Only the announcement (and the owner's proxy process) goes away. The owner's kernel keeps
-	// forwarding with the nftables rules the dead process left, so this isolates how the
-	// restart disturbs traffic rather than a real node loss.
-	"non-owner": {},
-	// A real loss of the owner as the network sees it: its underlay link goes down (the host
-	// end of its veth), so it neither answers ARP nor forwards nor sends heartbeats, until the
-	// link comes back after o.cut.
-	"cut": {cut: true},
+// scenarioByName returns the named scenario.
+func scenarioByName(name string) (scenarioSpec, bool) {
+	switch name {
+	case "spread":
+		// The owner's backend dies with its node process (a killed node process takes its pods).
+		return scenarioSpec{spread: true}, true
+	case "non-owner":
+		// Only the announcement (and the owner's proxy process) goes away. The owner's kernel
+		// keeps forwarding with the nftables rules the dead process left, so this isolates how
+		// the restart disturbs traffic rather than a real node loss.
+		return scenarioSpec{}, true
+	case "cut":
+		// A real loss of the owner as the network sees it: its underlay link goes down (the
+		// host end of its veth), so it neither answers ARP nor forwards nor sends heartbeats,
+		// until the link comes back after o.cut.
+		return scenarioSpec{cut: true}, true
+	}
+	return scenarioSpec{}, false
 }
 
 // scenario creates a LoadBalancer Service, learns its owner from the host's neighbour entry,

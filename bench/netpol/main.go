@@ -4,10 +4,10 @@
 // client gets with 1000 other NetworkPolicies present versus none. It prints a table and asserts
 // nothing.
 //
-// It owns the API namespace "npbench" (pods npb-server, npb-client, other-N and the policies)
-// and the processes it starts inside the client pod's network namespace (a prober and a
-// connection-rate client, entered with nsenter from the host so their timestamps come from the
-// host's clock). It never touches kernel state itself; bench/netpol/run.sh starts and removes
+// It owns the API namespace "npbench" (pods npb-server, npb-server2, npb-client, other-N and the
+// policies) and the processes it starts inside the client pod's network namespace (a prober and
+// a connection-rate client, entered with nsenter from the host so their timestamps come from
+// the host's clock). It never touches kernel state itself; bench/netpol/run.sh starts and removes
 // the cluster.
 package main
 
