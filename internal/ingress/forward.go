@@ -126,7 +126,8 @@ var errNoResponse = errors.New("backend closed the connection before responding"
 func (l *listener) forward(w http.ResponseWriter, r *http.Request, be *backend) {
 	replay := replayable(r)
 	ep := be.pick()
-	retriedOther, retriedStale := false, false
+	retriedStale := false
+	var tried map[*endpointPool]bool // endpoints that failed; made on the first retry
 	hdr := w.Header()
 	for {
 		bc, reused, err := ep.get(r.Context())
@@ -157,10 +158,18 @@ func (l *listener) forward(w http.ResponseWriter, r *http.Request, be *backend) 
 			// A keep-alive connection the endpoint had closed: try a new one.
 			retriedStale = true
 			continue
-		case replay && !retriedOther && isConnectError(err):
-			if o := be.other(ep); o != nil {
+		case isConnectError(err) || (replay && errors.Is(err, errNoResponse)):
+			// The endpoint refused the connection (nothing was sent: safe for any request),
+			// or closed it before answering a replayable one: typically a pod that is
+			// terminating while the EndpointSlice update is on its way. Try the next one,
+			// each endpoint at most once, as HAProxy's redispatch does.
+			if tried == nil {
+				tried = make(map[*endpointPool]bool, len(be.endpoints))
+			}
+			tried[ep] = true
+			if o := be.untried(tried); o != nil {
 				l.log.Debug("retry on another endpoint", "backend", be.name, "endpoint", ep.addr, "err", err)
-				retriedOther, ep = true, o
+				ep, retriedStale = o, false
 				continue
 			}
 		}

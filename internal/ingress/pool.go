@@ -34,18 +34,17 @@ func (b *backend) pick() *endpointPool {
 	return b.endpoints[int(n%uint32(len(b.endpoints)))]
 }
 
-// other returns an endpoint other than ep for a retry, or nil.
-func (b *backend) other(ep *endpointPool) *endpointPool {
-	if len(b.endpoints) < 2 {
+// untried returns an endpoint not in tried for a retry (the round-robin pick when it qualifies,
+// else the first one left), or nil when every endpoint was tried.
+func (b *backend) untried(tried map[*endpointPool]bool) *endpointPool {
+	if len(tried) >= len(b.endpoints) {
 		return nil
 	}
-	for range 2 {
-		if o := b.pick(); o != ep {
-			return o
-		}
+	if o := b.pick(); !tried[o] {
+		return o
 	}
 	for _, o := range b.endpoints {
-		if o != ep {
+		if !tried[o] {
 			return o
 		}
 	}

@@ -17,11 +17,16 @@ import (
 func (l *listener) upgrade(w http.ResponseWriter, r *http.Request, be *backend) {
 	ep := be.pick()
 	bc, err := ep.dial(r.Context())
-	if err != nil && isConnectError(err) {
-		if o := be.other(ep); o != nil {
-			ep = o
-			bc, err = ep.dial(r.Context())
+	// A refused dial sent nothing: try the other endpoints, each once.
+	tried := map[*endpointPool]bool{}
+	for err != nil && isConnectError(err) {
+		tried[ep] = true
+		o := be.untried(tried)
+		if o == nil {
+			break
 		}
+		ep = o
+		bc, err = ep.dial(r.Context())
 	}
 	if err != nil {
 		l.log.Warn("backend upgrade failed", "backend", be.name, "endpoint", ep.addr, "err", err)
