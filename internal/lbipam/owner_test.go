@@ -107,3 +107,12 @@ func TestOwners(t *testing.T) {
 		t.Errorf("Local address announced by %s without a ready local endpoint", o)
 	}
 }
+func TestGainedDetectsARejoiningPeer(t *testing.T) {
+	before := map[string]bool{"n1": true}
+	if !gained(before, map[string]bool{"n1": true, "n2": true}) {
+		t.Error("n2 came back, not detected: the owner would not re-announce its addresses")
+	}
+	if gained(map[string]bool{"n1": true, "n2": true}, before) {
+		t.Error("a peer leaving counted as a peer joining")
+	}
+}

@@ -110,6 +110,8 @@ type Speaker struct {
 	// announcing is the subset this node answers for right now.
 	owners     atomic.Pointer[map[netip.Addr]string]
 	announcing atomic.Pointer[map[netip.Addr]bool]
+	// alive is the membership of the previous decision (decide's goroutine only).
+	alive map[string]bool
 }
 
 // NewSpeaker validates cfg (after Defaults) and builds a Speaker. It
@@ -286,6 +288,16 @@ func (s *Speaker) Run(ctx context.Context) error {
 	}
 }
 
+// gained reports whether now has a member before lacked.
+func gained(before, now map[string]bool) bool {
+	for n := range now {
+		if !before[n] {
+			return true
+		}
+	}
+	return false
+}
+
 // decide recomputes the owners and sends gratuitous ARPs for addresses this
 // node gained (and repeats for recent ones).
 func (s *Speaker) decide(announce bool, socks *sockets, garp map[netip.Addr]int) error {
@@ -305,9 +317,15 @@ func (s *Speaker) decide(announce bool, socks *sockets, garp map[netip.Addr]int)
 	prev := *s.announcing.Load()
 	s.owners.Store(&own)
 	s.announcing.Store(&mine)
+	// A peer that comes back may have announced our addresses while we looked dead to it
+	// (and the neighbours followed it); re-announce them all so they come back to us.
+	rejoined := s.alive != nil && gained(s.alive, in.Alive)
+	s.alive = in.Alive
 	for ip := range mine {
-		if !prev[ip] {
-			s.log.Info("announcing LoadBalancer address", "ip", ip)
+		if !prev[ip] || rejoined {
+			if !prev[ip] {
+				s.log.Info("announcing LoadBalancer address", "ip", ip)
+			}
 			garp[ip] = garpRepeats
 		}
 	}
