@@ -12,6 +12,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"knet/internal/netnsrun"
 )
 
 // guardProtocol marks the routes this package adds on the host so that teardown removes only
@@ -161,7 +163,7 @@ func ensureNode(l Layout, n NodeLayout, br netlink.Link) error {
 	if err := h.RouteReplace(svc); err != nil {
 		return fmt.Errorf("route Service CIDR %s in the node: %w", l.ServiceCIDR, err)
 	}
-	return inNetns(ns, func() error {
+	return netnsrun.Run(ns, func() error {
 		for key, val := range map[string]string{
 			"net/ipv4/ip_forward":                 "1",
 			"net/ipv4/conf/all/route_localnet":    "1", // NodePort on 127.0.0.1 inside the node
@@ -196,31 +198,6 @@ func newNamedNetns(name string) (netns.NsHandle, error) {
 		return 0, fmt.Errorf("return to host netns: %w", err)
 	}
 	return ns, nil
-}
-
-// inNetns runs fn on a thread inside ns. The thread is discarded afterwards if it cannot be
-// returned to its original namespace.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
 }
 
 // guardRoutes make the cluster's Service and pod ranges unreachable from the host rather than

@@ -1,6 +1,8 @@
 package lbipam
 
 import (
+	"knet/internal/netnsrun"
+
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +10,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -215,28 +216,10 @@ func inNetNS(path string, fn func() error) error {
 		return fmt.Errorf("open network namespace %s: %w", path, err)
 	}
 	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
-			return
-		}
-		err = fn()
-		// A thread that could not switch back stays locked and dies with
-		// the goroutine rather than serve others in the wrong namespace.
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	if err := netnsrun.Run(target, fn); err != nil {
+		return fmt.Errorf("in network namespace %s: %w", path, err)
+	}
+	return nil
 }
 
 // Run opens the sockets, then answers ARP and exchanges heartbeats until

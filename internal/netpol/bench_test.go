@@ -1,6 +1,8 @@
 package netpol
 
 import (
+	"knet/internal/netnsrun"
+
 	"context"
 	"fmt"
 	"net/netip"
@@ -108,7 +110,7 @@ func BenchmarkPrivilegedConnections(b *testing.B) {
 			n := newTestNode(b, server, client)
 			n.serve(b, server, "80")
 			var inner knftables.Interface
-			if err := inNS(n.node, func() (err error) { inner, err = knftables.New(knftables.IPv4Family, TableName); return err }); err != nil {
+			if err := netnsrun.Run(n.node, func() (err error) { inner, err = knftables.New(knftables.IPv4Family, TableName); return err }); err != nil {
 				b.Fatal(err)
 			}
 			nft := &nsNFT{ns: n.node, inner: inner}

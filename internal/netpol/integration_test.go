@@ -1,6 +1,8 @@
 package netpol
 
 import (
+	"knet/internal/netnsrun"
+
 	"bufio"
 	"context"
 	crand "crypto/rand"
@@ -11,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -26,33 +27,6 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// inNS runs fn on an OS thread switched into ns; sockets and child processes
-// (nft) created by fn belong to ns.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// Not unlocked on failure: a thread stuck in the wrong namespace
-		// must die with its goroutine.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
-
 // nsNFT runs every knftables call inside the node's namespace, as the agent
 // does when it runs there.
 type nsNFT struct {
@@ -62,29 +36,29 @@ type nsNFT struct {
 
 func (n *nsNFT) NewTransaction() *knftables.Transaction { return n.inner.NewTransaction() }
 func (n *nsNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
-	return inNS(n.ns, func() error { return n.inner.Run(ctx, tx) })
+	return netnsrun.Run(n.ns, func() error { return n.inner.Run(ctx, tx) })
 }
 func (n *nsNFT) Check(ctx context.Context, tx *knftables.Transaction) error {
-	return inNS(n.ns, func() error { return n.inner.Check(ctx, tx) })
+	return netnsrun.Run(n.ns, func() error { return n.inner.Check(ctx, tx) })
 }
 func (n *nsNFT) List(ctx context.Context, t string) (out []string, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.List(ctx, t); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.List(ctx, t); return err })
 	return
 }
 func (n *nsNFT) ListAll(ctx context.Context) (out map[string][]string, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListAll(ctx); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListAll(ctx); return err })
 	return
 }
 func (n *nsNFT) ListRules(ctx context.Context, c string) (out []*knftables.Rule, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListRules(ctx, c); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListRules(ctx, c); return err })
 	return
 }
 func (n *nsNFT) ListElements(ctx context.Context, t, name string) (out []*knftables.Element, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListElements(ctx, t, name); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListElements(ctx, t, name); return err })
 	return
 }
 func (n *nsNFT) ListCounters(ctx context.Context) (out []*knftables.Counter, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListCounters(ctx); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListCounters(ctx); return err })
 	return
 }
 
@@ -152,7 +126,7 @@ func newTestNode(t testing.TB, podIPs ...string) *testNode {
 // namespace: every connection gets "hello\n" and is closed.
 func (n *testNode) serve(t testing.TB, ip, port string) {
 	var ln net.Listener
-	if err := inNS(n.pods[ip], func() (err error) { ln, err = net.Listen("tcp", ip+":"+port); return err }); err != nil {
+	if err := netnsrun.Run(n.pods[ip], func() (err error) { ln, err = net.Listen("tcp", ip+":"+port); return err }); err != nil {
 		t.Fatalf("listen in pod %s: %v", ip, err)
 	}
 	t.Cleanup(func() { ln.Close() })
@@ -172,7 +146,7 @@ func (n *testNode) serve(t testing.TB, ip, port string) {
 // SYN, the SYN-ACK (a reply) and the data all passed.
 func dial(ns netns.NsHandle, addr string, timeout time.Duration) bool {
 	var c net.Conn
-	if err := inNS(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, timeout); return err }); err != nil {
+	if err := netnsrun.Run(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, timeout); return err }); err != nil {
 		return false
 	}
 	defer c.Close()
@@ -207,7 +181,7 @@ func TestPrivilegedEnforcement(t *testing.T) {
 		testPod("a", a, map[string]string{"app": "a"}), testPod("b", b, map[string]string{"app": "b"}), testPod("c", c, map[string]string{"app": "c"}),
 	)
 	var inner knftables.Interface
-	if err := inNS(n.node, func() (err error) { inner, err = knftables.New(knftables.IPv4Family, TableName); return err }); err != nil {
+	if err := netnsrun.Run(n.node, func() (err error) { inner, err = knftables.New(knftables.IPv4Family, TableName); return err }); err != nil {
 		t.Fatalf("knftables in node namespace: %v", err)
 	}
 	ctl, err := New(Config{
@@ -285,7 +259,7 @@ func TestPrivilegedKernelAcceptsRenderedTables(t *testing.T) {
 	privileged(t)
 	n := newTestNode(t)
 	var inner knftables.Interface
-	if err := inNS(n.node, func() (err error) { inner, err = knftables.New(knftables.IPv4Family, TableName); return err }); err != nil {
+	if err := netnsrun.Run(n.node, func() (err error) { inner, err = knftables.New(knftables.IPv4Family, TableName); return err }); err != nil {
 		t.Fatalf("knftables in node namespace: %v", err)
 	}
 	nft := &nsNFT{ns: n.node, inner: inner}

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"knet/internal/netnsrun"
+
 	"bufio"
 	"context"
 	"crypto/rand"
@@ -12,7 +14,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,33 +29,6 @@ import (
 	"sigs.k8s.io/knftables"
 )
 
-// inNS runs fn on a thread switched into ns; sockets and child processes
-// created by fn belong to ns.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is not unlocked: if switching back failed it must die
-		// with the goroutine rather than serve others in the wrong netns.
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		err = fn()
-		if serr := netns.Set(orig); serr == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
-
 // nsNFT runs every knftables call inside a network namespace, as the proxy
 // does when `knet node` runs in the node's namespace.
 type nsNFT struct {
@@ -64,7 +38,7 @@ type nsNFT struct {
 
 func newNSNFT(ns netns.NsHandle) (*nsNFT, error) {
 	n := &nsNFT{ns: ns}
-	err := inNS(ns, func() (err error) {
+	err := netnsrun.Run(ns, func() (err error) {
 		n.inner, err = knftables.New(knftables.IPv4Family, TableName)
 		return err
 	})
@@ -73,29 +47,29 @@ func newNSNFT(ns netns.NsHandle) (*nsNFT, error) {
 
 func (n *nsNFT) NewTransaction() *knftables.Transaction { return n.inner.NewTransaction() }
 func (n *nsNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
-	return inNS(n.ns, func() error { return n.inner.Run(ctx, tx) })
+	return netnsrun.Run(n.ns, func() error { return n.inner.Run(ctx, tx) })
 }
 func (n *nsNFT) Check(ctx context.Context, tx *knftables.Transaction) error {
-	return inNS(n.ns, func() error { return n.inner.Check(ctx, tx) })
+	return netnsrun.Run(n.ns, func() error { return n.inner.Check(ctx, tx) })
 }
 func (n *nsNFT) List(ctx context.Context, t string) (out []string, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.List(ctx, t); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.List(ctx, t); return err })
 	return
 }
 func (n *nsNFT) ListAll(ctx context.Context) (out map[string][]string, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListAll(ctx); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListAll(ctx); return err })
 	return
 }
 func (n *nsNFT) ListRules(ctx context.Context, c string) (out []*knftables.Rule, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListRules(ctx, c); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListRules(ctx, c); return err })
 	return
 }
 func (n *nsNFT) ListElements(ctx context.Context, t, name string) (out []*knftables.Element, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListElements(ctx, t, name); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListElements(ctx, t, name); return err })
 	return
 }
 func (n *nsNFT) ListCounters(ctx context.Context) (out []*knftables.Counter, err error) {
-	err = inNS(n.ns, func() error { out, err = n.inner.ListCounters(ctx); return err })
+	err = netnsrun.Run(n.ns, func() error { out, err = n.inner.ListCounters(ctx); return err })
 	return
 }
 
@@ -146,7 +120,7 @@ func setupNet(t *testing.T) *testNet {
 	ipCmd(t, "-n", node, "link", "set", "kbr0", "up")
 	ipCmd(t, "-n", node, "route", "add", "10.96.0.0/12", "dev", "kbr0")
 	for _, kv := range [][2]string{{"net/ipv4/ip_forward", "1"}, {"net/bridge/bridge-nf-call-iptables", "1"}} {
-		if err := inNS(tn.node, func() error { return os.WriteFile("/proc/sys/"+kv[0], []byte(kv[1]), 0o644) }); err != nil {
+		if err := netnsrun.Run(tn.node, func() error { return os.WriteFile("/proc/sys/"+kv[0], []byte(kv[1]), 0o644) }); err != nil {
 			t.Fatalf("sysctl %s in node namespace: %v", kv[0], err)
 		}
 	}
@@ -170,7 +144,7 @@ func setupNet(t *testing.T) *testNet {
 // then echoes lines.
 func serveTCP(t *testing.T, ns netns.NsHandle, name string) {
 	var ln net.Listener
-	if err := inNS(ns, func() (err error) { ln, err = net.Listen("tcp4", ":8080"); return err }); err != nil {
+	if err := netnsrun.Run(ns, func() (err error) { ln, err = net.Listen("tcp4", ":8080"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
@@ -193,7 +167,7 @@ func serveTCP(t *testing.T, ns netns.NsHandle, name string) {
 // with name.
 func serveUDP(t *testing.T, ns netns.NsHandle, name string) {
 	var pc net.PacketConn
-	if err := inNS(ns, func() (err error) { pc, err = net.ListenPacket("udp4", ":5353"); return err }); err != nil {
+	if err := netnsrun.Run(ns, func() (err error) { pc, err = net.ListenPacket("udp4", ":5353"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
@@ -212,7 +186,7 @@ func serveUDP(t *testing.T, ns netns.NsHandle, name string) {
 // dialTCP connects from ns to addr and returns the greeting and the conn.
 func dialTCP(ns netns.NsHandle, addr string) (string, net.Conn, error) {
 	var c net.Conn
-	if err := inNS(ns, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 2*time.Second); return err }); err != nil {
+	if err := netnsrun.Run(ns, func() (err error) { c, err = net.DialTimeout("tcp4", addr, 2*time.Second); return err }); err != nil {
 		return "", nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
@@ -379,7 +353,7 @@ func TestIntegrationUDPConntrackCleanup(t *testing.T) {
 	// One client socket, so every packet has the same 5-tuple and the same
 	// conntrack entry, like a long-lived DNS client.
 	var conn net.Conn
-	if err := inNS(tn.node, func() (err error) { conn, err = net.Dial("udp4", "10.96.0.11:53"); return err }); err != nil {
+	if err := netnsrun.Run(tn.node, func() (err error) { conn, err = net.Dial("udp4", "10.96.0.11:53"); return err }); err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
