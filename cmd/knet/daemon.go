@@ -38,9 +38,10 @@ const (
 )
 
 type daemonOptions struct {
-	name      string
-	manifests []string
-	imageMap  string
+	name       string
+	manifests  []string
+	imageMap   string
+	podNetwork string
 }
 
 func daemonCommand() *cobra.Command {
@@ -58,6 +59,7 @@ func daemonCommand() *cobra.Command {
 	cmd.Flags().StringVar(&o.name, "name", cluster.DefaultName, "cluster name")
 	cmd.Flags().StringArrayVarP(&o.manifests, "filename", "f", nil, "manifests to apply when ready")
 	cmd.Flags().StringVar(&o.imageMap, "image-map", "", "image map file")
+	cmd.Flags().StringVar(&o.podNetwork, "pod-network", "host-gw", "host-gw or vxlan")
 	return cmd
 }
 
@@ -127,7 +129,7 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		return err
 	}
 	for _, n := range l.Nodes {
-		cfgPath, err := writeNodeConfig(l, n, cp, self, o.imageMap)
+		cfgPath, err := writeNodeConfig(l, n, cp, self, o.imageMap, o.podNetwork)
 		if err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
@@ -230,7 +232,7 @@ func waitDefaultServiceAccount(ctx context.Context, client kubernetes.Interface)
 	}
 }
 
-func writeNodeConfig(l cluster.Layout, n cluster.NodeLayout, cp *controlplane.ControlPlane, self, imageMap string) (string, error) {
+func writeNodeConfig(l cluster.Layout, n cluster.NodeLayout, cp *controlplane.ControlPlane, self, imageMap, podNetwork string) (string, error) {
 	creds, err := cp.NodeCredentials(n.Name, n.IP.AsSlice())
 	if err != nil {
 		return "", err
@@ -246,7 +248,7 @@ func writeNodeConfig(l cluster.Layout, n cluster.NodeLayout, cp *controlplane.Co
 		StateDir:       dir,
 		ClusterDNS:     []string{l.ClusterDNS.String()},
 		ClusterDomain:  "cluster.local",
-		PodNetworkMode: "host-gw",
+		PodNetworkMode: podNetwork,
 		ClusterCIDR:    l.PodCIDR.String(),
 		Underlay:       "eth0",
 		ImageMap:       imageMap,

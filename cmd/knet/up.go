@@ -16,11 +16,12 @@ import (
 )
 
 type upOptions struct {
-	name      string
-	nodes     int
-	manifests []string
-	imageMap  string
-	timeout   time.Duration
+	name       string
+	nodes      int
+	manifests  []string
+	imageMap   string
+	timeout    time.Duration
+	podNetwork string
 }
 
 func upCommand() *cobra.Command {
@@ -39,6 +40,7 @@ background until 'knet down'.`,
 	cmd.Flags().IntVar(&o.nodes, "nodes", 2, "number of virtual nodes")
 	cmd.Flags().StringArrayVarP(&o.manifests, "filename", "f", nil, "manifest file or directory to apply once the cluster is ready (repeatable)")
 	cmd.Flags().StringVar(&o.imageMap, "image-map", "", "YAML file mapping images to host binaries (see README: Images)")
+	cmd.Flags().StringVar(&o.podNetwork, "pod-network", "host-gw", "how pod traffic crosses nodes: host-gw (routes via node IPs; nodes share an L2 segment) or vxlan (overlay)")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 3*time.Minute, "how long to wait for the cluster to become ready")
 	return cmd
 }
@@ -54,6 +56,9 @@ func runUp(o upOptions) error {
 		if _, err := exec.LookPath(bin); err != nil {
 			return fmt.Errorf("%s not found: install util-linux and nftables (apt-get install util-linux nftables)", bin)
 		}
+	}
+	if o.podNetwork != "host-gw" && o.podNetwork != "vxlan" {
+		return fmt.Errorf("--pod-network %q: use host-gw or vxlan", o.podNetwork)
 	}
 	for _, m := range o.manifests {
 		if _, err := os.Stat(m); err != nil {
@@ -124,7 +129,7 @@ func startDaemon(l cluster.Layout, o upOptions) error {
 		return err
 	}
 	defer logf.Close()
-	args := []string{"daemon", "--name", l.Name}
+	args := []string{"daemon", "--name", l.Name, "--pod-network", o.podNetwork}
 	for _, m := range o.manifests {
 		abs, _ := filepath.Abs(m)
 		args = append(args, "-f", abs)

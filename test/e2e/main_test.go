@@ -21,7 +21,14 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-const clusterName = "e2e"
+// clusterName is "e2e" unless KNET_E2E_NAME names another (so two engineers' runs on one machine
+// do not collide).
+var clusterName = func() string {
+	if n := os.Getenv("KNET_E2E_NAME"); n != "" {
+		return n
+	}
+	return "e2e"
+}()
 
 var (
 	knetBin    string

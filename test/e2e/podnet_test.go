@@ -16,6 +16,12 @@ import (
 // TestPodToPodEverywhereWithoutNAT: 4 netexec pods spread over both nodes; every pod reaches
 // every other pod's IP, the server sees the client's own pod IP, and the host reaches pods.
 func TestPodToPodEverywhereWithoutNAT(t *testing.T) {
+	checkPodToPod(t)
+}
+
+// checkPodToPod is the pod network's end-to-end contract, run against the cluster the package's
+// client points at.
+func checkPodToPod(t *testing.T) {
 	ns := testNamespace(t)
 	nodes, err := client.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(nodes.Items) < 2 {
