@@ -241,6 +241,22 @@ func (p provider) AttachToContainer(ctx context.Context, namespace, podName, con
 	if err != nil {
 		return err
 	}
+	// Open the output stream before feeding stdin: what the container answers to our input must
+	// not be written before we start following its log.
+	out := attach.Stdout()
+	if out == nil {
+		out = attach.Stderr()
+	}
+	var rc io.ReadCloser
+	if out != nil {
+		c.w.mu.Lock()
+		attempt := c.attempt - 1
+		c.w.mu.Unlock()
+		if rc, err = (logStream{path: c.logPath(attempt), opts: api.ContainerLogOpts{Follow: true}, fromEnd: true, done: procDone(proc)}).open(ctx); err != nil {
+			return err
+		}
+		defer rc.Close()
+	}
 	if in := attach.Stdin(); in != nil && c.spec.Stdin {
 		if w := proc.Stdin(); w != nil {
 			go func() {
@@ -260,25 +276,13 @@ func (p provider) AttachToContainer(ctx context.Context, namespace, podName, con
 			}
 		}()
 	}
-	out := attach.Stdout()
-	if out == nil {
-		out = attach.Stderr()
-	}
-	if out == nil {
+	if rc == nil {
 		select {
 		case <-proc.Done():
 		case <-ctx.Done():
 		}
 		return nil
 	}
-	c.w.mu.Lock()
-	attempt := c.attempt - 1
-	c.w.mu.Unlock()
-	rc, err := logStream{path: c.logPath(attempt), opts: api.ContainerLogOpts{Follow: true}, fromEnd: true, done: procDone(proc)}.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
 	_, err = io.Copy(out, rc)
 	return err
 }
