@@ -17,27 +17,35 @@ const (
 	// HostPortTable is the nftables table (family inet) the plugin owns alone.
 	HostPortTable = "knet-hostport"
 	hostPortMap   = "hostports"
+	// hostIPPortMap holds the hostPorts bound to one node address (a pod's hostIP); it is
+	// consulted first, so pods may share a port on different addresses or protocols.
+	hostIPPortMap = "hostip-ports"
 	hostPortLock  = "hostport.lock"
 )
 
-// hostPorts programs hostPort DNAT: traffic to any of the node's own addresses
-// on protocol/port is DNATed to podIP:containerPort. The rules are static; each
-// hostPort is one element of a verdict-free map keyed by protocol . port whose
+// hostPorts programs hostPort DNAT: traffic to the node's own addresses (or to the
+// one address a pod names as hostIP) on protocol/port is DNATed to
+// podIP:containerPort. The rules are static; each hostPort is one element of a
+// map keyed by protocol . port (any address) or hostIP . protocol . port whose
 // comment is the owning container ID, so DEL and GC can find a container's
-// entries without extra state.
+// entries without extra state. Connections from the node to its loopback
+// (127.0.0.1:hostPort) work as with the portmap plugin: route_localnet on the
+// pod bridge and a masquerade of the 127/8 source.
 type hostPorts struct {
 	nft knftables.Interface
+	// bridge is the pod bridge; loopback-sourced connections leave through it.
+	bridge string
 	// lockPath serialises read-check-write sequences between plugin processes;
 	// each nft transaction is atomic, but "is this port free?" then "add" is not.
 	lockPath string
 }
 
-func newHostPorts(dataDir string) (*hostPorts, error) {
+func newHostPorts(dataDir, bridge string) (*hostPorts, error) {
 	nft, err := knftables.New(knftables.InetFamily, HostPortTable)
 	if err != nil {
 		return nil, fmt.Errorf("hostPort: nftables unavailable (is the nft binary installed?): %w", err)
 	}
-	return &hostPorts{nft: nft, lockPath: filepath.Join(dataDir, hostPortLock)}, nil
+	return &hostPorts{nft: nft, bridge: bridge, lockPath: filepath.Join(dataDir, hostPortLock)}, nil
 }
 
 // hostPortsUsed reports whether any ADD with this data dir ever programmed a
@@ -78,34 +86,85 @@ func addBase(tx *knftables.Transaction) {
 		Type:    "inet_proto . inet_service : ipv4_addr . inet_service",
 		Comment: knftables.PtrTo("protocol . hostPort -> podIP . containerPort; element comment = container ID"),
 	})
+	tx.Add(&knftables.Map{
+		Name:    hostIPPortMap,
+		Type:    "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service",
+		Comment: knftables.PtrTo("hostIP . protocol . hostPort -> podIP . containerPort; element comment = container ID"),
+	})
 	// -101 is just before dstnat (-100), so hostPorts win over a Service
 	// NodePort on the same port, as with the upstream portmap plugin. A number,
 	// because nft does not accept the name "dstnat" on the output hook.
-	for _, ch := range []struct{ name, hook string }{{"prerouting", "prerouting"}, {"output", "output"}} {
+	chains := []struct{ name, hook, prio string }{{"prerouting", "prerouting", "-101"}, {"output", "output", "-101"}, {"postrouting", "postrouting", "100"}}
+	for _, ch := range chains {
 		tx.Add(&knftables.Chain{
 			Name:     ch.name,
 			Type:     knftables.PtrTo(knftables.NATType),
 			Hook:     knftables.PtrTo(knftables.BaseChainHook(ch.hook)),
-			Priority: knftables.PtrTo(knftables.BaseChainPriority("-101")),
+			Priority: knftables.PtrTo(knftables.BaseChainPriority(ch.prio)),
 		})
 		tx.Flush(&knftables.Chain{Name: ch.name})
 	}
-	rule := "fib daddr type local meta nfproto ipv4 dnat ip to meta l4proto . th dport map @" + hostPortMap
-	tx.Add(&knftables.Rule{Chain: "prerouting", Rule: rule})
-	// Locally generated traffic to 127.0.0.0/8 would need route_localnet and
-	// masquerade to reach a pod; leave loopback alone.
-	tx.Add(&knftables.Rule{Chain: "output", Rule: "ip daddr != 127.0.0.0/8 " + rule})
+	// A lookup that misses makes the rule not match, so the address-specific map is
+	// tried first and the any-address map second.
+	for _, chain := range []string{"prerouting", "output"} {
+		tx.Add(&knftables.Rule{Chain: chain, Rule: "fib daddr type local meta nfproto ipv4 dnat ip to ip daddr . meta l4proto . th dport map @" + hostIPPortMap})
+		tx.Add(&knftables.Rule{Chain: chain, Rule: "fib daddr type local meta nfproto ipv4 dnat ip to meta l4proto . th dport map @" + hostPortMap})
+	}
+	// A pod cannot answer 127.0.0.1: give node-local connections to a loopback address the
+	// bridge's address as source once they were DNATed to a pod.
+	tx.Add(&knftables.Rule{Chain: "postrouting", Rule: "ip saddr 127.0.0.0/8 ct status dnat masquerade"})
+}
+
+// hostPortKey is a mapping's map and key: hostIP "" (or 0.0.0.0) means every node address.
+func hostPortKey(pm PortMapping) (string, []string, error) {
+	port := strconv.Itoa(pm.HostPort)
+	if pm.HostIP == "" || pm.HostIP == "0.0.0.0" {
+		return hostPortMap, []string{pm.proto(), port}, nil
+	}
+	ip, err := netip.ParseAddr(pm.HostIP)
+	if err != nil || !ip.Is4() {
+		return "", nil, fmt.Errorf("hostPort %d: hostIP %q is not an IPv4 address; this cluster is IPv4 only", pm.HostPort, pm.HostIP)
+	}
+	return hostIPPortMap, []string{ip.String(), pm.proto(), port}, nil
+}
+
+// conflicts reports whether two hostPort keys claim the same traffic: same protocol and
+// port, and the same address or either on every address.
+func conflicts(a, b []string) bool {
+	pa, pb := a[len(a)-2:], b[len(b)-2:]
+	if pa[0] != pb[0] || pa[1] != pb[1] {
+		return false
+	}
+	return len(a) == 2 || len(b) == 2 || a[0] == b[0]
+}
+
+func mapOf(key []string) string {
+	if len(key) == 2 {
+		return hostPortMap
+	}
+	return hostIPPortMap
+}
+
+func describe(key []string) string {
+	if len(key) == 2 {
+		return key[1] + "/" + key[0]
+	}
+	return key[0] + ":" + key[2] + "/" + key[1]
 }
 
 func (h *hostPorts) elements(ctx context.Context) ([]*knftables.Element, error) {
-	elems, err := h.nft.ListElements(ctx, "map", hostPortMap)
-	if err != nil {
-		if knftables.IsNotFound(err) {
-			return nil, nil
+	var all []*knftables.Element
+	for _, m := range []string{hostPortMap, hostIPPortMap} {
+		elems, err := h.nft.ListElements(ctx, "map", m)
+		if err != nil {
+			if knftables.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("hostPort: list %s: %w", HostPortTable, err)
 		}
-		return nil, fmt.Errorf("hostPort: list %s: %w", HostPortTable, err)
+		all = append(all, elems...)
 	}
-	return elems, nil
+	return all, nil
 }
 
 // Add maps the container's hostPorts to podIP in one transaction. It fails,
@@ -114,36 +173,61 @@ func (h *hostPorts) Add(ctx context.Context, containerID string, podIP netip.Add
 	if len(pms) == 0 {
 		return nil
 	}
+	type entry struct {
+		m             string
+		key           []string
+		containerPort int
+	}
+	var want []entry
+	loopback := false
+	for _, pm := range pms {
+		m, key, err := hostPortKey(pm)
+		if err != nil {
+			return err
+		}
+		for _, w := range want {
+			if conflicts(w.key, key) {
+				return fmt.Errorf("hostPort %s and %s of the same pod overlap: remove one", describe(w.key), describe(key))
+			}
+		}
+		want = append(want, entry{m, key, pm.ContainerPort})
+		loopback = loopback || m == hostPortMap || netip.MustParseAddr(key[0]).IsLoopback()
+	}
+	if loopback && h.bridge != "" {
+		// Loopback-sourced packets may only leave through an interface with route_localnet.
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+h.bridge+"/route_localnet", []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("hostPort: enable route_localnet on %s: %w", h.bridge, err)
+		}
+	}
 	return h.locked(func() error {
 		existing, err := h.elements(ctx)
 		if err != nil {
 			return err
 		}
-		owner := map[string]string{}
-		for _, e := range existing {
-			if len(e.Key) == 2 && e.Comment != nil {
-				owner[e.Key[0]+"/"+e.Key[1]] = *e.Comment
-			}
-		}
 		tx := h.nft.NewTransaction()
 		addBase(tx)
-		for _, pm := range pms {
-			key := []string{pm.proto(), strconv.Itoa(pm.HostPort)}
-			if o, ok := owner[key[0]+"/"+key[1]]; ok && o != containerID {
-				return fmt.Errorf("hostPort %d/%s is already used by container %s on this node: choose another hostPort or schedule the pod elsewhere",
-					pm.HostPort, pm.proto(), o)
+		deleted := map[string]bool{}
+		for _, w := range want {
+			for _, e := range existing {
+				if e.Comment == nil || !conflicts(e.Key, w.key) {
+					continue
+				}
+				if *e.Comment != containerID {
+					return fmt.Errorf("hostPort %s is already used by container %s on this node (as %s): choose another hostPort or hostIP, or schedule the pod elsewhere",
+						describe(w.key), *e.Comment, describe(e.Key))
+				}
+				// Replace a repeated ADD's entry (its pod IP may differ).
+				if k := describe(e.Key); !deleted[k] {
+					deleted[k] = true
+					tx.Delete(&knftables.Element{Map: mapOf(e.Key), Key: e.Key})
+				}
 			}
-			e := &knftables.Element{
-				Map:     hostPortMap,
-				Key:     key,
-				Value:   []string{podIP.String(), strconv.Itoa(pm.ContainerPort)},
+			tx.Add(&knftables.Element{
+				Map:     w.m,
+				Key:     w.key,
+				Value:   []string{podIP.String(), strconv.Itoa(w.containerPort)},
 				Comment: knftables.PtrTo(containerID),
-			}
-			// Replace a repeated ADD's entry (its pod IP may differ).
-			if _, ok := owner[key[0]+"/"+key[1]]; ok {
-				tx.Delete(&knftables.Element{Map: hostPortMap, Key: key})
-			}
-			tx.Add(e)
+			})
 		}
 		if err := h.nft.Run(ctx, tx); err != nil {
 			return fmt.Errorf("hostPort: program %s: %w", HostPortTable, err)
@@ -166,7 +250,7 @@ func (h *hostPorts) Remove(ctx context.Context, keep func(containerID string) bo
 			if e.Comment != nil && keep(*e.Comment) {
 				continue
 			}
-			tx.Delete(&knftables.Element{Map: hostPortMap, Key: e.Key})
+			tx.Delete(&knftables.Element{Map: mapOf(e.Key), Key: e.Key})
 			n++
 		}
 		if n == 0 {

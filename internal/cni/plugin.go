@@ -196,7 +196,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 	}
 
 	if pms := conf.RuntimeConfig.PortMappings; len(pms) > 0 {
-		hp, err := newHostPorts(conf.DataDir)
+		hp, err := newHostPorts(conf.DataDir, conf.Bridge)
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +222,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return err
 	}
 	if hostPortsUsed(conf.DataDir) {
-		hp, err := newHostPorts(conf.DataDir)
+		hp, err := newHostPorts(conf.DataDir, "")
 		if err != nil {
 			return err
 		}
@@ -365,7 +365,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		// The veth normally died with the pod netns; remove a leftover host side.
 		_ = delLinkIfExists(hostVethName(r.ContainerID, r.IfName))
 	}
-	hp, err := newHostPorts(conf.DataDir)
+	hp, err := newHostPorts(conf.DataDir, "")
 	if err != nil {
 		return err
 	}
