@@ -128,5 +128,33 @@ func ruleCases() []ruleCase {
 				s.Spec.ClusterIPs = nil
 			}),
 		}},
+		{"loadBalancerSourceRanges", []any{
+			makeService("ns1", "fw", "10.96.0.130", func(s *v1.Service) {
+				s.Spec.Type = v1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30085
+				// Whitespace and host bits pass API validation; kube-proxy trims and masks.
+				s.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/24", " 172.18.0.100/32 ", "2001:db8::/64", "198.51.100.7/24"}
+				s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "172.18.255.13"}}
+			}),
+			makeSlice("ns1", "fw", "fw-1", "http", v1.ProtocolTCP, 8080, remoteEP),
+		}},
+		{"loadBalancerSourceRanges including the node", []any{
+			makeService("ns1", "fw-node", "10.96.0.131", func(s *v1.Service) {
+				s.Spec.Type = v1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30086
+				s.Spec.LoadBalancerSourceRanges = []string{"172.18.0.0/24"}
+				s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "172.18.255.14"}}
+			}),
+			makeSlice("ns1", "fw-node", "fw-node-1", "http", v1.ProtocolTCP, 8080, remoteEP),
+		}},
+		{"loadBalancerSourceRanges all invalid", []any{
+			makeService("ns1", "fw-bad", "10.96.0.132", func(s *v1.Service) {
+				s.Spec.Type = v1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30087
+				s.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/33"}
+				s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "172.18.255.15"}}
+			}),
+			makeSlice("ns1", "fw-bad", "fw-bad-1", "http", v1.ProtocolTCP, 8080, remoteEP),
+		}},
 	}
 }

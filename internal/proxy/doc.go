@@ -28,6 +28,13 @@
 // input/forward/output hooks, and are rejected (TCP reset, ICMP port
 // unreachable otherwise), never silently dropped.
 //
+// loadBalancerSourceRanges are checked before DNAT, from filter chains on
+// the prerouting and output hooks: @firewall-ips maps only the LoadBalancer
+// IPs and ports of Services that set the field to that Service port's
+// firewall- chain, which drops new connections from other sources. Every
+// client is judged by its own address, pods and the node included, as in
+// kube-proxy.
+//
 // NodePorts answer on Config.NodeIPs (all local addresses when NodeIPs is
 // empty), never on 127.0.0.0/8: localhost NodePorts would need the
 // route_localnet sysctl and a masquerade of loopback traffic, which

@@ -187,6 +187,60 @@ add element ip knet-proxy service-ips { 10.96.0.120 . tcp . 80 : goto service-ns
 	"headless and ExternalName": `
 
 `,
+	"loadBalancerSourceRanges": `
+add chain ip knet-proxy endpoint-ns1/fw/tcp/80__10.244.2.5/8080
+add chain ip knet-proxy external-ns1/fw/tcp/80
+add chain ip knet-proxy firewall-ns1/fw/tcp/80
+add chain ip knet-proxy service-ns1/fw/tcp/80
+add rule ip knet-proxy endpoint-ns1/fw/tcp/80__10.244.2.5/8080 ip saddr 10.244.2.5 jump mark-for-masquerade
+add rule ip knet-proxy endpoint-ns1/fw/tcp/80__10.244.2.5/8080 meta l4proto tcp dnat to 10.244.2.5:8080
+add rule ip knet-proxy external-ns1/fw/tcp/80 jump mark-for-masquerade
+add rule ip knet-proxy external-ns1/fw/tcp/80 goto service-ns1/fw/tcp/80
+add rule ip knet-proxy firewall-ns1/fw/tcp/80 ip saddr != { 192.0.2.0/24, 172.18.0.100/32, 198.51.100.0/24 } drop
+add rule ip knet-proxy service-ns1/fw/tcp/80 ip daddr 10.96.0.130 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip knet-proxy service-ns1/fw/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/fw/tcp/80__10.244.2.5/8080 }
+add element ip knet-proxy cluster-ips { 10.96.0.130 }
+add element ip knet-proxy firewall-ips { 172.18.255.13 . tcp . 80 : goto firewall-ns1/fw/tcp/80 }
+add element ip knet-proxy service-ips { 10.96.0.130 . tcp . 80 : goto service-ns1/fw/tcp/80 }
+add element ip knet-proxy service-ips { 172.18.255.13 . tcp . 80 : goto external-ns1/fw/tcp/80 }
+add element ip knet-proxy service-nodeports { tcp . 30085 : goto external-ns1/fw/tcp/80 }
+`,
+	"loadBalancerSourceRanges including the node": `
+add chain ip knet-proxy endpoint-ns1/fw-node/tcp/80__10.244.2.5/8080
+add chain ip knet-proxy external-ns1/fw-node/tcp/80
+add chain ip knet-proxy firewall-ns1/fw-node/tcp/80
+add chain ip knet-proxy service-ns1/fw-node/tcp/80
+add rule ip knet-proxy endpoint-ns1/fw-node/tcp/80__10.244.2.5/8080 ip saddr 10.244.2.5 jump mark-for-masquerade
+add rule ip knet-proxy endpoint-ns1/fw-node/tcp/80__10.244.2.5/8080 meta l4proto tcp dnat to 10.244.2.5:8080
+add rule ip knet-proxy external-ns1/fw-node/tcp/80 jump mark-for-masquerade
+add rule ip knet-proxy external-ns1/fw-node/tcp/80 goto service-ns1/fw-node/tcp/80
+add rule ip knet-proxy firewall-ns1/fw-node/tcp/80 ip saddr != { 172.18.0.0/24, 172.18.255.14 } drop
+add rule ip knet-proxy service-ns1/fw-node/tcp/80 ip daddr 10.96.0.131 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip knet-proxy service-ns1/fw-node/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/fw-node/tcp/80__10.244.2.5/8080 }
+add element ip knet-proxy cluster-ips { 10.96.0.131 }
+add element ip knet-proxy firewall-ips { 172.18.255.14 . tcp . 80 : goto firewall-ns1/fw-node/tcp/80 }
+add element ip knet-proxy service-ips { 10.96.0.131 . tcp . 80 : goto service-ns1/fw-node/tcp/80 }
+add element ip knet-proxy service-ips { 172.18.255.14 . tcp . 80 : goto external-ns1/fw-node/tcp/80 }
+add element ip knet-proxy service-nodeports { tcp . 30086 : goto external-ns1/fw-node/tcp/80 }
+`,
+	"loadBalancerSourceRanges all invalid": `
+add chain ip knet-proxy endpoint-ns1/fw-bad/tcp/80__10.244.2.5/8080
+add chain ip knet-proxy external-ns1/fw-bad/tcp/80
+add chain ip knet-proxy firewall-ns1/fw-bad/tcp/80
+add chain ip knet-proxy service-ns1/fw-bad/tcp/80
+add rule ip knet-proxy endpoint-ns1/fw-bad/tcp/80__10.244.2.5/8080 ip saddr 10.244.2.5 jump mark-for-masquerade
+add rule ip knet-proxy endpoint-ns1/fw-bad/tcp/80__10.244.2.5/8080 meta l4proto tcp dnat to 10.244.2.5:8080
+add rule ip knet-proxy external-ns1/fw-bad/tcp/80 jump mark-for-masquerade
+add rule ip knet-proxy external-ns1/fw-bad/tcp/80 goto service-ns1/fw-bad/tcp/80
+add rule ip knet-proxy firewall-ns1/fw-bad/tcp/80 drop
+add rule ip knet-proxy service-ns1/fw-bad/tcp/80 ip daddr 10.96.0.132 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
+add rule ip knet-proxy service-ns1/fw-bad/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/fw-bad/tcp/80__10.244.2.5/8080 }
+add element ip knet-proxy cluster-ips { 10.96.0.132 }
+add element ip knet-proxy firewall-ips { 172.18.255.15 . tcp . 80 : goto firewall-ns1/fw-bad/tcp/80 }
+add element ip knet-proxy service-ips { 10.96.0.132 . tcp . 80 : goto service-ns1/fw-bad/tcp/80 }
+add element ip knet-proxy service-ips { 172.18.255.15 . tcp . 80 : goto external-ns1/fw-bad/tcp/80 }
+add element ip knet-proxy service-nodeports { tcp . 30087 : goto external-ns1/fw-bad/tcp/80 }
+`,
 }
 
 // goldenStatic is the table with no Services.
@@ -195,6 +249,9 @@ add table ip knet-proxy { comment "knet Service proxy; owned by knet, do not edi
 add chain ip knet-proxy cluster-ips-check
 add chain ip knet-proxy filter-forward { type filter hook forward priority 0 ; }
 add chain ip knet-proxy filter-input { type filter hook input priority 0 ; }
+add chain ip knet-proxy filter-output-pre-dnat { type filter hook output priority -110 ; }
+add chain ip knet-proxy filter-prerouting-pre-dnat { type filter hook prerouting priority -110 ; }
+add chain ip knet-proxy firewall-check
 add chain ip knet-proxy filter-output { type filter hook output priority 0 ; }
 add chain ip knet-proxy mark-for-masquerade
 add chain ip knet-proxy masquerading
@@ -207,6 +264,7 @@ add chain ip knet-proxy service-endpoints-check
 add chain ip knet-proxy services
 add set ip knet-proxy cluster-ips { type ipv4_addr ; comment "active ClusterIPs" ; }
 add set ip knet-proxy nodeport-ips { type ipv4_addr ; comment "node addresses that accept NodePort traffic" ; }
+add map ip knet-proxy firewall-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "LoadBalancer IPs and ports restricted by loadBalancerSourceRanges" ; }
 add map ip knet-proxy no-endpoint-nodeports { type inet_proto . inet_service : verdict ; comment "NodePorts without usable endpoints" ; }
 add map ip knet-proxy no-endpoint-services { type ipv4_addr . inet_proto . inet_service : verdict ; comment "Service IPs and ports without usable endpoints" ; }
 add map ip knet-proxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; comment "ClusterIP, externalIP and LoadBalancer IP traffic" ; }
@@ -218,6 +276,9 @@ add rule ip knet-proxy filter-input ct state new jump nodeport-endpoints-check
 add rule ip knet-proxy filter-input ct state new jump service-endpoints-check
 add rule ip knet-proxy filter-output ct state new jump service-endpoints-check
 add rule ip knet-proxy filter-output ct state new jump cluster-ips-check
+add rule ip knet-proxy filter-output-pre-dnat ct state new jump firewall-check
+add rule ip knet-proxy filter-prerouting-pre-dnat ct state new jump firewall-check
+add rule ip knet-proxy firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips
 add rule ip knet-proxy mark-for-masquerade mark set mark or 0x4000
 add rule ip knet-proxy masquerading mark and 0x4000 == 0 return
 add rule ip knet-proxy masquerading mark set mark xor 0x4000

@@ -390,3 +390,71 @@ func TestIntegrationUDPConntrackCleanup(t *testing.T) {
 		t.Errorf("%d sync failures against real nftables", n)
 	}
 }
+
+// TestIntegrationSourceRangesOverRealNftables: the kernel accepts the
+// firewall rules, a client inside loadBalancerSourceRanges reaches the
+// LoadBalancer IP, one outside times out (dropped), and changing the field
+// moves the permission.
+func TestIntegrationSourceRangesOverRealNftables(t *testing.T) {
+	tn := setupNet(t)
+	serveTCP(t, tn.podA, "pod-a")
+	serveTCP(t, tn.podB, "pod-b")
+	const lbIP = "10.99.0.1" // routed to the node by the pods' Service-range route
+	svc := makeService("ns1", "fw", "10.96.0.10", func(s *v1.Service) {
+		s.Spec.Type = v1.ServiceTypeLoadBalancer
+		s.Spec.LoadBalancerSourceRanges = []string{"10.244.1.10/32"}
+		s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: lbIP}}
+	})
+	client := fake.NewClientset(svc,
+		makeSlice("ns1", "fw", "fw-1", "http", v1.ProtocolTCP, 8080,
+			ep{ip: "10.244.1.10", node: testNode}, ep{ip: "10.244.1.11", node: testNode}))
+	startNSProxier(t, tn, client)
+
+	reach := func(ns netns.NsHandle) error {
+		_, c, err := dialTCP(ns, lbIP+":80")
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for: %s", what)
+			}
+		}
+	}
+	isTimeout := func(err error) bool {
+		var ne net.Error
+		return errors.As(err, &ne) && ne.Timeout()
+	}
+	if err := reach(tn.podA); err != nil {
+		t.Fatalf("pod A (in the range) -> LoadBalancer IP: %v", err)
+	}
+	if err := reach(tn.podB); !isTimeout(err) {
+		t.Fatalf("pod B (outside the range) -> LoadBalancer IP: %v, want a timeout (dropped)", err)
+	}
+	// The ClusterIP of the same Service is not restricted.
+	if _, c, err := dialTCP(tn.podB, "10.96.0.10:80"); err != nil {
+		t.Fatalf("pod B -> ClusterIP: %v", err)
+	} else {
+		c.Close()
+	}
+
+	svc.Spec.LoadBalancerSourceRanges = []string{"10.244.1.11/32"}
+	if _, err := client.CoreV1().Services("ns1").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("pod B allowed after the ranges change", func() bool { return reach(tn.podB) == nil })
+	if err := reach(tn.podA); !isTimeout(err) {
+		t.Fatalf("pod A (now outside the range) -> LoadBalancer IP: %v, want a timeout", err)
+	}
+
+	svc.Spec.LoadBalancerSourceRanges = nil
+	if _, err := client.CoreV1().Services("ns1").Update(context.Background(), svc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("pod A allowed after the field is removed", func() bool { return reach(tn.podA) == nil })
+}

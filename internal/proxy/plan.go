@@ -83,7 +83,7 @@ func plan(tx *knftables.Transaction, applied, next *ruleset, existing map[string
 		}
 	}
 
-	containers := []string{setClusterIPs, setNodePortIPs, mapServiceIPs, mapServiceNodePorts, mapNoEndpointServices, mapNoEndpointNodePort}
+	containers := []string{setClusterIPs, setNodePortIPs, mapServiceIPs, mapServiceNodePorts, mapNoEndpointServices, mapNoEndpointNodePort, mapFirewallIPs}
 	if full {
 		for _, s := range staticSets {
 			tx.Flush(s)

@@ -263,6 +263,37 @@ func TestProxierWarnsAboutUnprogrammableService(t *testing.T) {
 	}
 }
 
+// TestProxierWarnsAboutInvalidSourceRange: a bad loadBalancerSourceRanges
+// entry gets a Warning on that Service; its valid ranges and every other
+// Service are still programmed.
+func TestProxierWarnsAboutInvalidSourceRange(t *testing.T) {
+	bad := makeService("ns1", "fw", "10.96.0.210", func(s *v1.Service) {
+		s.Spec.Type = v1.ServiceTypeLoadBalancer
+		s.Spec.LoadBalancerSourceRanges = []string{"10.0.0.0/8", "10.0.0.0/99"}
+		s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "172.18.255.20"}}
+	})
+	good := ruleCases()[0].objs
+	h := startProxier(t, nil, append([]any{bad}, good...)...)
+	select {
+	case ev := <-h.rec.Events:
+		if !strings.HasPrefix(ev, "Warning InvalidSourceRange") || !strings.Contains(ev, `"10.0.0.0/99"`) {
+			t.Errorf("event = %q, want a Warning InvalidSourceRange about 10.0.0.0/99", ev)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Warning event for the invalid source range")
+	}
+	if v := h.verdict(mapFirewallIPs, "172.18.255.20", "tcp", "80"); v != "goto firewall-ns1/fw/tcp/80" {
+		t.Errorf("firewall-ips[172.18.255.20 . tcp . 80] = %q, want the Service's firewall chain", v)
+	}
+	rules, err := h.fake.ListRules(context.Background(), "firewall-ns1/fw/tcp/80")
+	if err != nil || len(rules) != 1 || rules[0].Rule != "ip saddr != { 10.0.0.0/8 } drop" {
+		t.Errorf("firewall chain rules = %v (%v), want only the valid range", rules, err)
+	}
+	if h.verdict(mapServiceIPs, "10.96.0.10", "tcp", "80") == "" {
+		t.Errorf("another Service is not programmed next to the invalid range")
+	}
+}
+
 func TestProxierDeletesStaleUDPConntrack(t *testing.T) {
 	c := ruleCases()[11] // UDP 10.96.0.100:53 -> 10.244.2.5:5353
 	h := startProxier(t, nil, c.objs...)

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"fmt"
+	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +14,8 @@ import (
 // Names of the static objects in the table. Per-Service chains are
 // prefixed service-, local-, external-, endpoint-; affinity sets affinity-.
 const (
+	chainFilterPreDNAT  = "filter-prerouting-pre-dnat"
+	chainFilterOutPre   = "filter-output-pre-dnat"
 	chainFilterInput    = "filter-input"
 	chainFilterForward  = "filter-forward"
 	chainFilterOutput   = "filter-output"
@@ -26,28 +30,35 @@ const (
 	chainNodePortEPCheck  = "nodeport-endpoints-check"
 	chainClusterIPsCheck  = "cluster-ips-check"
 	chainReject           = "reject-chain"
+	chainFirewallCheck    = "firewall-check"
 	setClusterIPs         = "cluster-ips"
 	setNodePortIPs        = "nodeport-ips"
 	mapServiceIPs         = "service-ips"
 	mapServiceNodePorts   = "service-nodeports"
 	mapNoEndpointServices = "no-endpoint-services"
 	mapNoEndpointNodePort = "no-endpoint-nodeports"
+	mapFirewallIPs        = "firewall-ips"
 
 	prefixCluster  = "service-"
 	prefixLocal    = "local-"
 	prefixExternal = "external-"
 	prefixEndpoint = "endpoint-"
+	prefixFirewall = "firewall-"
 	prefixAffinity = "affinity-"
 )
 
 // baseChains are hooked into netfilter. The filter chains reject traffic for
 // Service ports without endpoints; reject is not allowed in prerouting on
-// kernels before 5.9, hence input/forward/output.
+// kernels before 5.9, hence input/forward/output. loadBalancerSourceRanges
+// must be checked on the destination before DNAT, hence the two pre-dnat
+// chains at a priority just before the nat chains (as kube-proxy).
 var baseChains = map[string]struct {
 	typ      knftables.BaseChainType
 	hook     knftables.BaseChainHook
 	priority knftables.BaseChainPriority
 }{
+	chainFilterPreDNAT:  {knftables.FilterType, knftables.PreroutingHook, knftables.DNATPriority + "-10"},
+	chainFilterOutPre:   {knftables.FilterType, knftables.OutputHook, knftables.DNATPriority + "-10"},
 	chainFilterInput:    {knftables.FilterType, knftables.InputHook, knftables.FilterPriority},
 	chainFilterForward:  {knftables.FilterType, knftables.ForwardHook, knftables.FilterPriority},
 	chainFilterOutput:   {knftables.FilterType, knftables.OutputHook, knftables.FilterPriority},
@@ -67,6 +78,7 @@ var staticMaps = []*knftables.Map{
 	{Name: mapServiceNodePorts, Type: "inet_proto . inet_service : verdict", Comment: knftables.PtrTo("NodePort traffic")},
 	{Name: mapNoEndpointServices, Type: "ipv4_addr . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("Service IPs and ports without usable endpoints")},
 	{Name: mapNoEndpointNodePort, Type: "inet_proto . inet_service : verdict", Comment: knftables.PtrTo("NodePorts without usable endpoints")},
+	{Name: mapFirewallIPs, Type: "ipv4_addr . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("LoadBalancer IPs and ports restricted by loadBalancerSourceRanges")},
 }
 
 // ruleset is the complete rendered content of the table: every chain's rules
@@ -135,6 +147,8 @@ func render(st *State) *ruleset {
 		}
 	}
 	newOnly := "ct state new "
+	r.setChain(chainFilterPreDNAT, []string{newOnly + "jump " + chainFirewallCheck})
+	r.setChain(chainFilterOutPre, []string{newOnly + "jump " + chainFirewallCheck})
 	r.setChain(chainFilterInput, []string{newOnly + "jump " + chainNodePortEPCheck, newOnly + "jump " + chainServiceEPCheck})
 	r.setChain(chainFilterForward, []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck})
 	r.setChain(chainFilterOutput, []string{newOnly + "jump " + chainServiceEPCheck, newOnly + "jump " + chainClusterIPsCheck})
@@ -158,12 +172,46 @@ func render(st *State) *ruleset {
 	// packet wander off the node (the Service CIDR is not routed anywhere).
 	r.setChain(chainClusterIPsCheck, []string{"ip daddr @" + setClusterIPs + " goto " + chainReject})
 	r.setChain(chainReject, []string{"meta l4proto tcp reject with tcp reset", "reject"})
+	r.setChain(chainFirewallCheck, []string{"ip daddr . meta l4proto . th dport vmap @" + mapFirewallIPs})
 
 	cidr := st.ClusterCIDR.String()
 	for i := range st.ServicePorts {
 		renderServicePort(r, &st.ServicePorts[i], cidr)
+		renderFirewall(r, &st.ServicePorts[i], st.NodeIPs)
 	}
 	return r
+}
+
+// renderFirewall enforces loadBalancerSourceRanges as kube-proxy's nftables
+// mode does: new connections to a LoadBalancer IP and port are checked
+// before DNAT, from the prerouting and output hooks, so every client is
+// judged by its own source address: outside clients, pods (their pod IP) and
+// the node itself (its node IP). Those outside the ranges are dropped, not
+// rejected, as a cloud load balancer's firewall would. Only firewalled
+// frontends are in @firewall-ips, so other Services cost nothing.
+func renderFirewall(r *ruleset, sp *ServicePort, nodeIPs []netip.Addr) {
+	if !sp.Firewalled || len(sp.LoadBalancerIPs) == 0 {
+		return
+	}
+	chain := prefixFirewall + sp.Name()
+	port := strconv.Itoa(int(sp.Port))
+	for _, ip := range sp.LoadBalancerIPs {
+		r.addElement(mapFirewallIPs, element{key: []string{ip.String(), sp.Protocol, port}, value: "goto " + chain})
+	}
+	if len(sp.SourceRanges) == 0 {
+		r.setChain(chain, []string{"drop"})
+		return
+	}
+	sources := addrStrings(sp.SourceRanges)
+	// When the node may connect, a LoadBalancer IP that is also a local
+	// address makes the node's packets leave with the LoadBalancer IP as
+	// source; allow that too (kube-proxy's allowFromNode).
+	if slices.ContainsFunc(nodeIPs, func(a netip.Addr) bool {
+		return slices.ContainsFunc(sp.SourceRanges, func(p netip.Prefix) bool { return p.Contains(a) })
+	}) {
+		sources = append(sources, addrStrings(sp.LoadBalancerIPs)...)
+	}
+	r.setChain(chain, []string{"ip saddr != { " + strings.Join(sources, ", ") + " } drop"})
 }
 
 func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {

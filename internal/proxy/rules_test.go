@@ -82,6 +82,19 @@ func TestPacketFlows(t *testing.T) {
 		{"PreferClose: same-zone endpoint only", packet{pod, "10.96.0.110", "tcp", 80, false}, traceResult{"ACCEPT", "10.244.2.30:8080", false}},
 		{"PreferSameNode: same-node endpoint only", packet{pod, "10.96.0.120", "tcp", 80, false}, traceResult{"ACCEPT", "10.244.1.40:8080", false}},
 		{"pod to pod traffic is untouched", packet{pod, "10.244.2.5", "tcp", 8080, false}, traceResult{verdict: "ACCEPT"}},
+		{"sourceRanges: client in a range reaches the LB IP", packet{"192.0.2.7", "172.18.255.13", "tcp", 80, false}, traceResult{"ACCEPT", ep2, true}},
+		{"sourceRanges: the /32 client reaches the LB IP", packet{outside, "172.18.255.13", "tcp", 80, false}, traceResult{"ACCEPT", ep2, true}},
+		{"sourceRanges: host bits of an entry are ignored", packet{"198.51.100.200", "172.18.255.13", "tcp", 80, false}, traceResult{"ACCEPT", ep2, true}},
+		{"sourceRanges: client outside every range is dropped", packet{"172.18.0.101", "172.18.255.13", "tcp", 80, false}, traceResult{verdict: "DROP"}},
+		{"sourceRanges: pod outside the ranges is dropped (as kube-proxy)", packet{pod, "172.18.255.13", "tcp", 80, false}, traceResult{verdict: "DROP"}},
+		{"sourceRanges: node outside the ranges is dropped (as kube-proxy)", packet{node, "172.18.255.13", "tcp", 80, true}, traceResult{verdict: "DROP"}},
+		{"sourceRanges: other ports of the LB IP are not firewalled", packet{"172.18.0.101", "172.18.255.13", "tcp", 81, false}, traceResult{verdict: "ACCEPT"}},
+		{"sourceRanges: NodePort is not restricted", packet{"172.18.0.101", node, "tcp", 30085, false}, traceResult{"ACCEPT", ep2, true}},
+		{"sourceRanges: ClusterIP is not restricted", packet{pod, "10.96.0.130", "tcp", 80, false}, traceResult{"ACCEPT", ep2, false}},
+		{"sourceRanges: node inside a range reaches the LB IP", packet{node, "172.18.255.14", "tcp", 80, true}, traceResult{"ACCEPT", ep2, true}},
+		{"sourceRanges: node via the LB IP as source is allowed", packet{"172.18.255.14", "172.18.255.14", "tcp", 80, true}, traceResult{"ACCEPT", ep2, true}},
+		{"sourceRanges: pod outside a range with the node in it is dropped", packet{pod, "172.18.255.14", "tcp", 80, false}, traceResult{verdict: "DROP"}},
+		{"sourceRanges all invalid: everyone is dropped", packet{outside, "172.18.255.15", "tcp", 80, false}, traceResult{verdict: "DROP"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +172,31 @@ func TestIncrementalEqualsFull(t *testing.T) {
 			cases[1].objs[0],
 		},
 		append(append(cases[6].objs, cases[11].objs...), cases[0].objs...),
+		append(cases[15].objs, cases[17].objs...), // firewalls appear
+		{ // ranges change; the invalid one is fixed
+			makeService("ns1", "fw", "10.96.0.130", func(s *v1.Service) {
+				s.Spec.Type = v1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30085
+				s.Spec.LoadBalancerSourceRanges = []string{"203.0.113.0/24"}
+				s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "172.18.255.13"}}
+			}),
+			cases[15].objs[1],
+			makeService("ns1", "fw-bad", "10.96.0.132", func(s *v1.Service) {
+				s.Spec.Type = v1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30087
+				s.Spec.LoadBalancerSourceRanges = []string{"192.0.2.0/32"}
+				s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "172.18.255.15"}}
+			}),
+			cases[17].objs[1],
+		},
+		{ // the field is removed
+			makeService("ns1", "fw", "10.96.0.130", func(s *v1.Service) {
+				s.Spec.Type = v1.ServiceTypeLoadBalancer
+				s.Spec.Ports[0].NodePort = 30085
+				s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: "172.18.255.13"}}
+			}),
+			cases[15].objs[1],
+		},
 		nil,
 	}
 	nft := knftables.NewFake(knftables.IPv4Family, TableName)
@@ -265,5 +303,56 @@ func TestDuplicateEndpointAcrossSlices(t *testing.T) {
 	st := Compute(testInputs(svc, a, b))
 	if eps := st.ServicePorts[0].ClusterEndpoints; len(eps) != 1 || eps[0].String() != "10.0.0.1:80" {
 		t.Errorf("endpoints = %v, want [10.0.0.1:80]", eps)
+	}
+}
+
+// TestSourceRanges: how spec.loadBalancerSourceRanges becomes a firewall,
+// following kube-proxy except that invalid entries warn and, if nothing
+// valid is left, close the LoadBalancer IPs instead of opening them.
+func TestSourceRanges(t *testing.T) {
+	tests := []struct {
+		name           string
+		ranges         []string
+		lbIP           string
+		wantFirewalled bool
+		wantRanges     string
+		wantProblems   int
+	}{
+		{"no field", nil, "172.18.255.1", false, "", 0},
+		{"ranges are trimmed, masked and deduplicated", []string{" 10.1.2.3/16", "10.1.0.0/16", "192.0.2.1/32"}, "172.18.255.1", true, "10.1.0.0/16,192.0.2.1/32", 0},
+		{"0.0.0.0/0 allows everyone", []string{"10.0.0.0/8", "0.0.0.0/0"}, "172.18.255.1", false, "", 0},
+		{"leading zeros as the API server accepts them", []string{"010.000.0.0/8"}, "172.18.255.1", true, "10.0.0.0/8", 0},
+		{"IPv6 ranges only: IPv4 side unrestricted, as kube-proxy", []string{"2001:db8::/32"}, "172.18.255.1", false, "", 0},
+		{"an invalid entry is skipped with a warning", []string{"10.0.0.0/8", "nonsense"}, "172.18.255.1", true, "10.0.0.0/8", 1},
+		{"only invalid entries: closed", []string{"nonsense"}, "172.18.255.1", true, "", 2},
+		{"no LoadBalancer IP yet: nothing to firewall", []string{"10.0.0.0/8"}, "", false, "", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := makeService("ns", "s", "10.96.0.1", func(s *v1.Service) {
+				s.Spec.Type = v1.ServiceTypeLoadBalancer
+				s.Spec.LoadBalancerSourceRanges = tc.ranges
+				if tc.lbIP != "" {
+					s.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: tc.lbIP}}
+				}
+			})
+			st := Compute(testInputs(svc))
+			sp := st.ServicePorts[0]
+			var got []string
+			for _, p := range sp.SourceRanges {
+				got = append(got, p.String())
+			}
+			if sp.Firewalled != tc.wantFirewalled || strings.Join(got, ",") != tc.wantRanges {
+				t.Errorf("firewalled=%v ranges=%q, want %v %q", sp.Firewalled, strings.Join(got, ","), tc.wantFirewalled, tc.wantRanges)
+			}
+			if len(st.Problems) != tc.wantProblems {
+				t.Errorf("problems = %+v, want %d", st.Problems, tc.wantProblems)
+			}
+			for _, p := range st.Problems {
+				if p.Reason != "InvalidSourceRange" {
+					t.Errorf("problem reason %q, want InvalidSourceRange", p.Reason)
+				}
+			}
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discovery "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/types"
+	netutils "k8s.io/utils/net"
 )
 
 // Inputs is everything the desired state depends on. Compute never modifies it.
@@ -53,6 +54,13 @@ type ServicePort struct {
 	// status.loadBalancer.ingress IPs (ipMode VIP).
 	ExternalIPs     []netip.Addr
 	LoadBalancerIPs []netip.Addr
+	// Firewalled means spec.loadBalancerSourceRanges restricts who may
+	// reach LoadBalancerIPs: only sources in SourceRanges (masked, in the
+	// Service's order), everyone else is dropped. Firewalled with no
+	// SourceRanges (every entry invalid) drops every source. NodePorts,
+	// externalIPs and the ClusterIP are never restricted, as in kube-proxy.
+	Firewalled   bool
+	SourceRanges []netip.Prefix
 	// AffinityTimeout > 0 means sessionAffinity ClientIP.
 	AffinityTimeout     time.Duration
 	InternalPolicyLocal bool
@@ -203,6 +211,7 @@ func (c *computer) service(svc *v1.Service, epSlices []*discovery.EndpointSlice)
 		}
 		lbIPs = c.parseIPs(name, "LoadBalancer ingress IP", raw)
 	}
+	firewalled, sourceRanges := c.sourceRanges(name, svc.Spec.LoadBalancerSourceRanges)
 	eTPLocal := svc.Spec.ExternalTrafficPolicy == v1.ServiceExternalTrafficPolicyLocal &&
 		(svc.Spec.Type == v1.ServiceTypeNodePort || svc.Spec.Type == v1.ServiceTypeLoadBalancer)
 	iTPLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == v1.ServiceInternalTrafficPolicyLocal
@@ -236,6 +245,9 @@ func (c *computer) service(svc *v1.Service, epSlices []*discovery.EndpointSlice)
 		}
 		sp.ExternalIPs = c.claimAll(name, externalIPs, portKey, "externalIP")
 		sp.LoadBalancerIPs = c.claimAll(name, lbIPs, portKey, "LoadBalancer IP")
+		if len(sp.LoadBalancerIPs) > 0 {
+			sp.Firewalled, sp.SourceRanges = firewalled, sourceRanges
+		}
 		if port.NodePort != 0 && svc.Spec.Type != v1.ServiceTypeClusterIP {
 			npKey := proto + "/" + strconv.Itoa(int(port.NodePort))
 			if c.claim(c.nodePortOwner, npKey, name) {
@@ -285,6 +297,65 @@ func (c *computer) parseIPs(name types.NamespacedName, what string, raw []string
 		}
 	}
 	return out
+}
+
+// sourceRanges parses spec.loadBalancerSourceRanges as kube-proxy does:
+// entries are trimmed (API validation lets whitespace through), host bits are
+// ignored, IPv6 ranges belong to the IPv6 proxy, and a zero-length prefix
+// (0.0.0.0/0) means "allow all", the same as no field. Where kube-proxy
+// silently skips an unparsable entry, knet also warns, and if nothing valid
+// is left from a non-empty field it fails closed: a typo in a firewall must
+// not open the Service to everyone.
+func (c *computer) sourceRanges(name types.NamespacedName, raw []string) (firewalled bool, out []netip.Prefix) {
+	if len(raw) == 0 {
+		return false, nil
+	}
+	invalid, ipv6 := 0, 0
+	for _, s := range raw {
+		p, err := parseCIDRSloppy(strings.TrimSpace(s))
+		if err != nil {
+			invalid++
+			c.problem(name, "InvalidSourceRange", "loadBalancerSourceRanges entry %q is not a CIDR like 192.0.2.0/24; it is ignored (fix or remove it)", s)
+			continue
+		}
+		if !p.Addr().Is4() {
+			ipv6++
+			continue
+		}
+		if p.Bits() == 0 {
+			return false, nil
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 && invalid == 0 {
+		// Only IPv6 ranges: kube-proxy leaves the IPv4 side unrestricted.
+		return false, nil
+	}
+	if len(out) == 0 {
+		c.problem(name, "InvalidSourceRange", "no valid IPv4 entry in loadBalancerSourceRanges, so its LoadBalancer IPs accept no client until the field is fixed")
+	}
+	return true, out
+}
+
+// parseCIDRSloppy parses a CIDR the way the API server's legacy validation
+// accepts it: IPv4 octets may carry leading zeros ("010.0.0.0/8" is
+// 10.0.0.0/8), and host bits are ignored.
+func parseCIDRSloppy(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	ip, ipNet, err := netutils.ParseCIDRSloppy(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", s)
+	}
+	ones, _ := ipNet.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones).Masked(), nil
 }
 
 func ipv4ClusterIP(svc *v1.Service) (netip.Addr, bool) {

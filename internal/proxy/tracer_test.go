@@ -55,9 +55,12 @@ func tracePacket(t testing.TB, nft *knftables.Fake, localIPs []netip.Addr, p pac
 	tr := &tracer{t: t, table: nft.Table, localIPs: localIPs}
 	st := &pktState{src: netip.MustParseAddr(p.src), dst: netip.MustParseAddr(p.dst), proto: p.proto, dport: p.dport}
 
-	natChain, filterChain := chainNATPrerouting, chainFilterForward
+	preChain, natChain, filterChain := chainFilterPreDNAT, chainNATPrerouting, chainFilterForward
 	if p.fromNode {
-		natChain, filterChain = chainNATOutput, chainFilterOutput
+		preChain, natChain, filterChain = chainFilterOutPre, chainNATOutput, chainFilterOutput
+	}
+	if v := tr.run(preChain, st); v == "reject" || v == "drop" {
+		return traceResult{verdict: strings.ToUpper(v)}
 	}
 	if v := tr.run(natChain, st); v != "" && v != "accept" && v != "dnat" {
 		return traceResult{verdict: strings.ToUpper(v)}
@@ -91,6 +94,7 @@ var (
 	reCtNew     = regexp.MustCompile(`^ct state new `)
 	reAddr      = regexp.MustCompile(`^ip (saddr|daddr) (!= )?([0-9][0-9./]*) `)
 	reAddrSet   = regexp.MustCompile(`^ip (saddr|daddr) @(\S+) `)
+	reAnonSet   = regexp.MustCompile(`^ip (saddr|daddr) (!= )?\{ ([^}]*) \} `)
 	reFibLocal  = regexp.MustCompile(`^fib (saddr|daddr) type local `)
 	reProto     = regexp.MustCompile(`^meta l4proto (tcp|udp|sctp) `)
 	reMarkClear = regexp.MustCompile(`^mark and \S+ == 0 `)
@@ -145,6 +149,22 @@ func (tr *tracer) matches(rule string, st *pktState) (string, bool) {
 				in = netip.MustParsePrefix(m[3]).Contains(a)
 			} else {
 				in = netip.MustParseAddr(m[3]) == a
+			}
+			ok = ok && in == (m[2] == "")
+			rule = rule[len(m[0]):]
+		case reAnonSet.MatchString(rule):
+			m := reAnonSet.FindStringSubmatch(rule)
+			a := st.src
+			if m[1] == "daddr" {
+				a = st.dst
+			}
+			in := false
+			for _, e := range strings.Split(m[3], ", ") {
+				if strings.Contains(e, "/") {
+					in = in || netip.MustParsePrefix(e).Contains(a)
+				} else {
+					in = in || netip.MustParseAddr(e) == a
+				}
 			}
 			ok = ok && in == (m[2] == "")
 			rule = rule[len(m[0]):]
