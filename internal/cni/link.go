@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/containernetworking/plugins/pkg/utils/sysctl"
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // hostVethName derives the node-side veth name from the attachment, so DEL
@@ -25,20 +28,43 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
+// nodeHandle opens one netlink socket in the calling thread's network
+// namespace (the node's). One socket for the whole operation instead of one
+// per call (what the package-level netlink functions do) saves a socket,
+// bind and close per request.
+func nodeHandle() (netlinksafe.Handle, error) {
+	h, err := netlinksafe.NewHandle()
+	if err != nil {
+		return netlinksafe.Handle{}, fmt.Errorf("open netlink socket in the node netns: %w", err)
+	}
+	return h, nil
+}
+
+// podHandle opens a netlink socket bound to the pod's namespace, so the
+// plugin configures the pod without switching the thread into it (no setns
+// round trips, no thread left in the wrong namespace on error).
+func podHandle(podNS ns.NetNS) (netlinksafe.Handle, error) {
+	h, err := netlinksafe.NewHandleAt(netns.NsHandle(int(podNS.Fd())))
+	if err != nil {
+		return netlinksafe.Handle{}, fmt.Errorf("open netlink socket in pod netns %s: %w", podNS.Path(), err)
+	}
+	return h, nil
+}
+
 // ensureBridge makes sure the bridge exists, is up, has the MTU and carries
 // the gateway address. Concurrent ADDs may race to create it; EEXIST is fine.
-func ensureBridge(name string, gw netip.Prefix, mtu int) (*netlink.Bridge, error) {
-	link, err := netlinksafe.LinkByName(name)
+func ensureBridge(h netlinksafe.Handle, name string, gw netip.Prefix, mtu int) (*netlink.Bridge, error) {
+	link, err := h.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if !errors.As(err, &nf) {
 			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
 		}
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: -1}}
-		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
+		if err := h.LinkAdd(br); err != nil && !errors.Is(err, syscall.EEXIST) {
 			return nil, fmt.Errorf("create bridge %s: %w", name, err)
 		}
-		if link, err = netlinksafe.LinkByName(name); err != nil {
+		if link, err = h.LinkByName(name); err != nil {
 			return nil, fmt.Errorf("look up bridge %s after creating it: %w", name, err)
 		}
 	}
@@ -47,16 +73,16 @@ func ensureBridge(name string, gw netip.Prefix, mtu int) (*netlink.Bridge, error
 		return nil, fmt.Errorf("%s exists but is a %s, not a bridge: delete it or set another bridge name in the CNI config", name, link.Type())
 	}
 	if br.Attrs().MTU != mtu {
-		if err := netlink.LinkSetMTU(br, mtu); err != nil {
+		if err := h.LinkSetMTU(br, mtu); err != nil {
 			return nil, fmt.Errorf("set MTU %d on bridge %s: %w", mtu, name, err)
 		}
 	}
 	addr := &netlink.Addr{IPNet: prefixToIPNet(gw)}
-	if err := netlink.AddrAdd(br, addr); err != nil && !errors.Is(err, syscall.EEXIST) {
+	if err := h.AddrAdd(br, addr); err != nil && !errors.Is(err, syscall.EEXIST) {
 		return nil, fmt.Errorf("add gateway %s to bridge %s: %w", gw, name, err)
 	}
 	if br.Attrs().Flags&net.FlagUp == 0 {
-		if err := netlink.LinkSetUp(br); err != nil {
+		if err := h.LinkSetUp(br); err != nil {
 			return nil, fmt.Errorf("set bridge %s up: %w", name, err)
 		}
 	}
@@ -65,17 +91,19 @@ func ensureBridge(name string, gw netip.Prefix, mtu int) (*netlink.Bridge, error
 
 // ensureSysctls enables forwarding, and makes bridged IPv4 traffic traverse
 // the ip/inet nftables hooks so that a Service DNAT between two pods on the
-// same bridge is seen by conntrack in both directions.
+// same bridge is seen by conntrack in both directions. It reads before it
+// writes: after the first ADD on a node both are already 1, and a read of
+// /proc/sys is cheaper than a write.
 func ensureSysctls() error {
 	for _, s := range []struct{ name, hint string }{
 		{"net/ipv4/ip_forward", ""},
 		{"net/bridge/bridge-nf-call-iptables", " (load the br_netfilter kernel module: modprobe br_netfilter)"},
 	} {
-		cur, err := sysctl.Sysctl(s.name)
-		if err == nil && cur == "1" {
+		path := filepath.Join("/proc/sys", s.name)
+		if cur, err := os.ReadFile(path); err == nil && len(cur) > 0 && cur[0] == '1' {
 			continue
 		}
-		if _, err := sysctl.Sysctl(s.name, "1"); err != nil {
+		if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
 			return fmt.Errorf("set %s=1: %w%s", s.name, err, s.hint)
 		}
 	}
@@ -83,8 +111,8 @@ func ensureSysctls() error {
 }
 
 // delLinkIfExists deletes a link by name; a missing link is not an error.
-func delLinkIfExists(name string) error {
-	link, err := netlinksafe.LinkByName(name)
+func delLinkIfExists(h netlinksafe.Handle, name string) error {
+	link, err := h.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -92,8 +120,74 @@ func delLinkIfExists(name string) error {
 		}
 		return fmt.Errorf("look up %s: %w", name, err)
 	}
-	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, syscall.ENODEV) {
+	if err := h.LinkDel(link); err != nil && !errors.Is(err, syscall.ENODEV) {
 		return fmt.Errorf("delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// vethSpec is one pod attachment's veth pair.
+type vethSpec struct {
+	host, pod string
+	podNS     ns.NetNS
+	mtu       int
+	bridge    *netlink.Bridge
+	hairpin   bool
+}
+
+// createVeth creates the pair in one request: the host end in the node,
+// enslaved to the bridge and up, the pod end directly in the pod's namespace.
+// It returns both ends as the kernel reports them (index, MAC).
+func createVeth(node, pod netlinksafe.Handle, s vethSpec) (host, podEnd netlink.Link, err error) {
+	veth := &netlink.Veth{
+		LinkAttrs: netlink.LinkAttrs{
+			Name: s.host, MTU: s.mtu, TxQLen: -1, MasterIndex: s.bridge.Attrs().Index, Flags: net.FlagUp,
+		},
+		PeerName:      s.pod,
+		PeerMTU:       uint32(s.mtu),
+		PeerTxQLen:    -1,
+		PeerNamespace: netlink.NsFd(int(s.podNS.Fd())),
+	}
+	if err := node.LinkAdd(veth); err != nil {
+		return nil, nil, fmt.Errorf("create veth pair %s/%s: %w", s.pod, s.host, err)
+	}
+	if host, err = node.LinkByName(s.host); err != nil {
+		return nil, nil, fmt.Errorf("find host veth %s: %w", s.host, err)
+	}
+	if err := node.LinkSetHairpin(host, s.hairpin); err != nil {
+		return nil, nil, fmt.Errorf("set hairpin mode on %s: %w", s.host, err)
+	}
+	// The pod can send router advertisements; the node must not act on them.
+	_ = os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", s.host, "accept_ra"), []byte("0"), 0o644)
+	if podEnd, err = pod.LinkByName(s.pod); err != nil {
+		return nil, nil, fmt.Errorf("find %s in pod: %w", s.pod, err)
+	}
+	return host, podEnd, nil
+}
+
+// configurePod gives the pod interface its address and default route via the
+// bridge gateway, brings it up, and brings up the pod's loopback.
+func configurePod(pod netlinksafe.Handle, link netlink.Link, addr netip.Prefix, gw netip.Addr) error {
+	if err := pod.AddrAdd(link, &netlink.Addr{IPNet: prefixToIPNet(addr)}); err != nil {
+		return fmt.Errorf("add address %s to %s in pod: %w", addr, link.Attrs().Name, err)
+	}
+	if err := pod.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up in pod: %w", link.Attrs().Name, err)
+	}
+	def := &netlink.Route{
+		LinkIndex: link.Attrs().Index,
+		Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		Gw:        net.IP(gw.AsSlice()),
+	}
+	if err := pod.RouteAdd(def); err != nil {
+		return fmt.Errorf("add default route via %s in pod: %w", gw, err)
+	}
+	lo, err := pod.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("find lo in pod: %w", err)
+	}
+	if err := pod.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("set lo up in pod: %w", err)
 	}
 	return nil
 }

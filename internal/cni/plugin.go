@@ -15,7 +15,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ip"
-	cniipam "github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -81,6 +80,10 @@ func (p *Plugin) openStore(conf *NetConf) (*ipam.Store, netip.Prefix, error) {
 
 // Add connects the pod's namespace to the node bridge and returns a 1.1.0
 // result. On any failure everything it created is removed again.
+//
+// It talks netlink through one socket per namespace and never switches the
+// thread into the pod's namespace: the veth is created in the node with its
+// peer placed straight into the pod, already enslaved to the bridge and up.
 func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
@@ -90,8 +93,13 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	node, err := nodeHandle()
+	if err != nil {
+		return nil, err
+	}
+	defer node.Close()
 	gw := store.Gateway()
-	br, err := ensureBridge(conf.Bridge, netip.PrefixFrom(gw, cidr.Bits()), conf.MTU)
+	br, err := ensureBridge(node, conf.Bridge, netip.PrefixFrom(gw, cidr.Bits()), conf.MTU)
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +111,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("knet: cannot open pod netns %q", args.Netns), err.Error())
 	}
 	defer podNS.Close()
-	hostNS, err := ns.GetCurrentNS()
+	pod, err := podHandle(podNS)
 	if err != nil {
-		return nil, fmt.Errorf("open node netns: %w", err)
+		return nil, err
 	}
-	defer hostNS.Close()
+	defer pod.Close()
 
 	att := ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
 	success := false
@@ -129,70 +137,31 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 	}()
 
 	hostName := hostVethName(args.ContainerID, args.IfName)
-	result := &current.Result{
-		CNIVersion: current.ImplementedSpecVersion,
-		Interfaces: []*current.Interface{
-			{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
-			{Name: hostName},
-			{Name: args.IfName, Sandbox: args.Netns},
-		},
-		IPs: []*current.IPConfig{{
-			Interface: current.Int(2),
-			Address:   *prefixToIPNet(netip.PrefixFrom(podIP, cidr.Bits())),
-			Gateway:   net.IP(gw.AsSlice()),
-		}},
-		Routes: []*types.Route{{
-			Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
-			GW:  net.IP(gw.AsSlice()),
-		}},
-	}
-
-	// A stale host veth from a lost DEL would block the name.
-	if err := delLinkIfExists(hostName); err != nil {
+	// A stale host veth from a lost DEL would block the name, and a repeated
+	// ADD replaces the pod interface instead of failing on it.
+	if err := delLinkIfExists(node, hostName); err != nil {
 		return nil, err
 	}
-	err = podNS.Do(func(ns.NetNS) error {
-		// A repeated ADD replaces the interface instead of failing on it.
-		if err := delLinkIfExists(args.IfName); err != nil {
-			return err
-		}
-		hostVeth, podVeth, err := ip.SetupVethWithName(args.IfName, hostName, conf.MTU, "", hostNS)
-		if err != nil {
-			return fmt.Errorf("create veth pair %s/%s: %w", args.IfName, hostName, err)
-		}
-		result.Interfaces[1].Mac = hostVeth.HardwareAddr.String()
-		result.Interfaces[2].Mac = podVeth.HardwareAddr.String()
-		if err := cniipam.ConfigureIface(args.IfName, result); err != nil {
-			return fmt.Errorf("configure %s in pod: %w", args.IfName, err)
-		}
-		lo, err := netlinksafe.LinkByName("lo")
-		if err != nil {
-			return fmt.Errorf("find lo in pod: %w", err)
-		}
-		return netlink.LinkSetUp(lo)
-	})
+	if err := delLinkIfExists(pod, args.IfName); err != nil {
+		return nil, fmt.Errorf("in pod netns: %w", err)
+	}
 	defer func() {
 		if !success {
-			// Deleting the pod side removes the whole pair.
-			if err := podNS.Do(func(ns.NetNS) error { return delLinkIfExists(args.IfName) }); err != nil {
+			// Deleting either end removes the whole pair.
+			if err := delLinkIfExists(pod, args.IfName); err != nil {
 				p.log().Warn("rollback: delete pod interface", "container", args.ContainerID, "err", err)
 			}
-			_ = delLinkIfExists(hostName)
+			_ = delLinkIfExists(node, hostName)
 		}
 	}()
+	hostVeth, podVeth, err := createVeth(node, pod, vethSpec{
+		host: hostName, pod: args.IfName, podNS: podNS, mtu: conf.MTU, bridge: br, hairpin: conf.hairpin(),
+	})
 	if err != nil {
 		return nil, err
 	}
-
-	hostVeth, err := netlinksafe.LinkByName(hostName)
-	if err != nil {
-		return nil, fmt.Errorf("find host veth %s: %w", hostName, err)
-	}
-	if err := netlink.LinkSetMaster(hostVeth, br); err != nil {
-		return nil, fmt.Errorf("attach %s to bridge %s: %w", hostName, conf.Bridge, err)
-	}
-	if err := netlink.LinkSetHairpin(hostVeth, conf.hairpin()); err != nil {
-		return nil, fmt.Errorf("set hairpin mode on %s: %w", hostName, err)
+	if err := configurePod(pod, podVeth, netip.PrefixFrom(podIP, cidr.Bits()), gw); err != nil {
+		return nil, err
 	}
 
 	if pms := conf.RuntimeConfig.PortMappings; len(pms) > 0 {
@@ -207,11 +176,31 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 	}
 	success = true
 	p.log().Info("pod attached", "container", args.ContainerID, "ifname", args.IfName, "ip", podIP, "hostVeth", hostName)
-	return result, nil
+	return &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: br.Attrs().Name, Mac: br.Attrs().HardwareAddr.String()},
+			{Name: hostName, Mac: hostVeth.Attrs().HardwareAddr.String()},
+			{Name: args.IfName, Mac: podVeth.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
+		},
+		IPs: []*current.IPConfig{{
+			Interface: current.Int(2),
+			Address:   *prefixToIPNet(netip.PrefixFrom(podIP, cidr.Bits())),
+			Gateway:   net.IP(gw.AsSlice()),
+		}},
+		Routes: []*types.Route{{
+			Dst: net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			GW:  net.IP(gw.AsSlice()),
+		}},
+	}, nil
 }
 
 // Del removes the attachment. It succeeds for unknown containers and for a
 // pod netns that no longer exists, so a runtime can repeat it freely.
+//
+// Nearly all of its time is the kernel unregistering the veth (an RCU grace
+// period under the rtnl lock); the rest is a few netlink requests and one
+// unlink.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
@@ -231,21 +220,45 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		}
 	}
 	if args.Netns != "" {
-		err := ns.WithNetNSPath(args.Netns, func(ns.NetNS) error { return delLinkIfExists(args.IfName) })
-		var notExist ns.NSPathNotExistErr
-		if err != nil && !errors.As(err, &notExist) {
-			var notNS ns.NSPathNotNSErr
-			if !errors.As(err, &notNS) {
-				return fmt.Errorf("delete %s in pod netns %s: %w", args.IfName, args.Netns, err)
-			}
+		if err := delPodInterface(args.Netns, args.IfName); err != nil {
+			return err
 		}
 	}
-	if err := delLinkIfExists(hostVethName(args.ContainerID, args.IfName)); err != nil {
+	node, err := nodeHandle()
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	if err := delLinkIfExists(node, hostVethName(args.ContainerID, args.IfName)); err != nil {
 		return err
 	}
 	// Release last: the address must not be reused while the old interface lives.
 	if _, err := store.Release(ipam.Attachment{ContainerID: args.ContainerID, IfName: args.IfName}); err != nil {
 		return types.NewError(types.ErrIOFailure, "knet: release pod IP", err.Error())
+	}
+	return nil
+}
+
+// delPodInterface deletes the pod's interface, which takes the host end of
+// the veth with it. A netns that is gone (or was never a netns) is fine.
+func delPodInterface(path, ifName string) error {
+	podNS, err := ns.GetNS(path)
+	if err != nil {
+		var notExist ns.NSPathNotExistErr
+		var notNS ns.NSPathNotNSErr
+		if errors.As(err, &notExist) || errors.As(err, &notNS) {
+			return nil
+		}
+		return fmt.Errorf("open pod netns %s: %w", path, err)
+	}
+	defer podNS.Close()
+	pod, err := podHandle(podNS)
+	if err != nil {
+		return err
+	}
+	defer pod.Close()
+	if err := delLinkIfExists(pod, ifName); err != nil {
+		return fmt.Errorf("delete %s in pod netns %s: %w", ifName, path, err)
 	}
 	return nil
 }
@@ -360,10 +373,17 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, "knet: IPAM garbage collection", err.Error())
 	}
-	for _, r := range freed {
-		p.log().Info("gc: released pod IP", "ip", r.IP, "container", r.ContainerID, "ifname", r.IfName)
-		// The veth normally died with the pod netns; remove a leftover host side.
-		_ = delLinkIfExists(hostVethName(r.ContainerID, r.IfName))
+	if len(freed) > 0 {
+		node, err := nodeHandle()
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		for _, r := range freed {
+			p.log().Info("gc: released pod IP", "ip", r.IP, "container", r.ContainerID, "ifname", r.IfName)
+			// The veth normally died with the pod netns; remove a leftover host side.
+			_ = delLinkIfExists(node, hostVethName(r.ContainerID, r.IfName))
+		}
 	}
 	hp, err := newHostPorts(conf.DataDir, "")
 	if err != nil {
