@@ -119,16 +119,23 @@ func (c *Controller) Run(ctx context.Context) error {
 		recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "knet-ingress"})
 	}
 
-	servers := []*http.Server{
-		c.frontServer(&listener{proxy: c.proxy, scheme: "http", port: portOf(c.httpLn.Addr())}),
-		c.frontServer(&listener{proxy: c.proxy, tls: true, scheme: "https", port: portOf(c.httpsLn.Addr())}),
-		{Handler: c.healthHandler(), ReadHeaderTimeout: 5 * time.Second},
+	httpStd := c.frontServer(&listener{proxy: c.proxy, scheme: "http", port: portOf(c.httpLn.Addr())})
+	httpsL := &listener{proxy: c.proxy, tls: true, scheme: "https", port: portOf(c.httpsLn.Addr())}
+	httpsStd := c.frontServer(httpsL)
+	tlsConfig := func() *tls.Config {
+		return &tls.Config{
+			MinVersion:     tls.VersionTLS12,
+			NextProtos:     []string{"h2", "http/1.1"},
+			GetCertificate: c.certificate,
+		}
 	}
-	servers[1].TLSConfig = &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{"h2", "http/1.1"},
-		GetCertificate: c.certificate,
+	// net/http gets its own copy: it configures HTTP/2 into it.
+	httpsStd.TLSConfig = tlsConfig()
+	fronts := []*front{
+		newFront(httpStd.Handler.(*listener), httpStd, nil, c.httpLn.Addr()),
+		newFront(httpsL, httpsStd, tlsConfig(), c.httpsLn.Addr()),
 	}
+	health := &http.Server{Handler: c.healthHandler(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 4)
 	var wg sync.WaitGroup
 	serve := func(name string, f func() error) {
@@ -140,9 +147,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	serve("HTTP", func() error { return servers[0].Serve(c.httpLn) })
-	serve("HTTPS", func() error { return servers[1].ServeTLS(c.httpsLn, "", "") })
-	serve("health", func() error { return servers[2].Serve(c.healthLn) })
+	serve("HTTP", func() error { return fronts[0].serve(c.httpLn) })
+	serve("HTTPS", func() error { return fronts[1].serve(c.httpsLn) })
+	serve("health", func() error { return health.Serve(c.healthLn) })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -161,9 +168,13 @@ func (c *Controller) Run(ctx context.Context) error {
 	cancel()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stop()
-	for _, s := range servers {
-		s.Shutdown(shutdownCtx)
+	var sw sync.WaitGroup
+	for _, f := range fronts {
+		sw.Add(1)
+		go func() { defer sw.Done(); f.shutdown(shutdownCtx) }()
 	}
+	health.Shutdown(shutdownCtx)
+	sw.Wait()
 	wg.Wait()
 	c.pools.closeAll()
 	c.h2.CloseIdleConnections()

@@ -3,6 +3,7 @@ package ingress
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -121,36 +122,78 @@ func replayable(r *http.Request) bool {
 // that the request was not (visibly) processed.
 var errNoResponse = errors.New("backend closed the connection before responding")
 
+// exchange is the client side of one request being forwarded: a net/http
+// request (stdExchange) or one read by the lean HTTP/1.1 front (frontConn).
+// forward drives it; it owns the retry policy, the exchange owns the bytes.
+type exchange interface {
+	context() context.Context
+	replayable() bool
+	// send writes the request to the backend connection.
+	send(l *listener, bc *backendConn) error
+	// receive reads the response head (its failure closes bc).
+	receive(l *listener, bc *backendConn) error
+	// discard forgets a response head received from a failed attempt.
+	discard()
+	// reply sends the response to the client and returns bc to its pool
+	// when the exchange left it reusable.
+	reply(l *listener, bc *backendConn)
+	fail(code int, msg string)
+}
+
+// stdExchange is a request net/http read.
+type stdExchange struct {
+	w    http.ResponseWriter
+	r    *http.Request
+	head respHead
+}
+
+func (e *stdExchange) context() context.Context { return e.r.Context() }
+func (e *stdExchange) replayable() bool         { return replayable(e.r) }
+func (e *stdExchange) send(l *listener, bc *backendConn) error {
+	return l.writeRequest(bc, e.r, nil)
+}
+func (e *stdExchange) receive(l *listener, bc *backendConn) error {
+	return readResponseHead(bc, e.w.Header(), &e.head, e.r.Method == http.MethodHead, l.backendTimeout)
+}
+func (e *stdExchange) discard()                           { clear(e.w.Header()) }
+func (e *stdExchange) reply(l *listener, bc *backendConn) { l.copyResponse(e.w, bc, &e.head) }
+func (e *stdExchange) fail(code int, msg string)          { httpError(e.w, code, msg) }
+
 // forward sends the request over a pooled HTTP/1.1 connection and copies
 // the response back.
 func (l *listener) forward(w http.ResponseWriter, r *http.Request, be *backend) {
-	replay := replayable(r)
+	l.forwardExchange(&stdExchange{w: w, r: r}, be)
+}
+
+// forwardExchange runs one request against a backend: round-robin endpoint,
+// keep-alive connection, and the retries a connection failure allows.
+func (l *listener) forwardExchange(ex exchange, be *backend) {
+	ctx := ex.context()
+	replay := ex.replayable()
 	ep := be.pick()
 	retriedStale := false
 	var tried map[*endpointPool]bool // endpoints that failed; made on the first retry
-	hdr := w.Header()
 	for {
-		bc, reused, err := ep.get(r.Context())
+		bc, reused, err := ep.get(ctx)
 		if err == nil && reused && !replay && !bc.alive() {
 			bc.close()
 			bc, reused, err = nil, false, nil
-			bc, err = ep.dial(r.Context())
+			bc, err = ep.dial(ctx)
 		}
-		var head respHead
 		if err == nil {
-			if err = l.writeRequest(bc, r, nil); err == nil {
-				err = readResponseHead(bc, hdr, &head, r.Method == http.MethodHead, l.backendTimeout)
+			if err = ex.send(l, bc); err == nil {
+				err = ex.receive(l, bc)
 			}
 			if err != nil {
 				bc.close()
-				clear(hdr)
+				ex.discard()
 			}
 		}
 		if err == nil {
-			l.copyResponse(w, bc, &head)
+			ex.reply(l, bc)
 			return
 		}
-		if r.Context().Err() != nil {
+		if ctx.Err() != nil {
 			return // the client went away
 		}
 		switch {
@@ -176,10 +219,10 @@ func (l *listener) forward(w http.ResponseWriter, r *http.Request, be *backend) 
 		l.log.Warn("backend request failed", "backend", be.name, "endpoint", ep.addr, "err", err)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() && !isConnectError(err) {
-			httpError(w, http.StatusGatewayTimeout, "backend "+be.name+" did not answer in time")
+			ex.fail(http.StatusGatewayTimeout, "backend "+be.name+" did not answer in time")
 			return
 		}
-		httpError(w, http.StatusBadGateway, "backend "+be.name+" failed")
+		ex.fail(http.StatusBadGateway, "backend "+be.name+" failed")
 		return
 	}
 }
