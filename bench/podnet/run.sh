@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Pod network throughput: builds two small knet clusters (host-gw and VXLAN)
-# from real network namespaces with knet's CNI plugin and podnet controller,
-# runs iperf3 same-node, cross-node and over a raw veth pair in the same run,
-# prints a table with ratios, and removes everything it created.
+# Pod network benchmark, two tables:
+#  1. TCP throughput: builds two small knet clusters (host-gw and VXLAN) from
+#     real network namespaces with knet's CNI plugin and podnet controller, runs
+#     iperf3 same-node, cross-node and over a raw veth pair in the same run
+#     (see TestPodnetThroughput for what the baseline is and how runs are
+#     interleaved), prints ratios, and removes everything it created.
+#  2. CNI ADD/DEL latency through libcni, which execs the plugin per operation
+#     as the kubelet does: the full knet binary ($KNET_BIN, default bin/knet)
+#     against the small knet-cni built here.
+# The in-process ADD/DEL latency is `go test -run '^$' -bench AddDel ./internal/cni/`.
 #
 # Usage: sudo bench/podnet/run.sh [seconds-per-test (default 3)]
 set -euo pipefail
@@ -24,5 +30,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-go test -count=1 -timeout 10m -run '^TestPodnetThroughput$' -v ./bench/podnet/ \
+bindir=$(mktemp -d)
+trap 'cleanup; rm -rf "$bindir"' EXIT INT TERM
+CGO_ENABLED=0 go build -o "$bindir/knet-cni" ./internal/cni/plugin
+export KNET_BENCH_CNI_BINS="knet (full binary)=${KNET_BIN:-$PWD/bin/knet},knet-cni=$bindir/knet-cni"
+
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+
+go test -count=1 -timeout 10m -run '^(TestPodnetThroughput|TestCNIExecLatency)$' -v ./bench/podnet/ \
   | grep -v -E '^(=== RUN|--- PASS|PASS$|ok )'
