@@ -63,18 +63,9 @@ func BenchmarkHandle(b *testing.B) {
 
 // BenchmarkSnapshotBuild measures a full rebuild after an API change.
 func BenchmarkSnapshotBuild(b *testing.B) {
-	var svcs []*v1.Service
-	var slices []*discoveryv1.EndpointSlice
-	for _, o := range benchCluster() {
-		switch x := o.(type) {
-		case *v1.Service:
-			svcs = append(svcs, x)
-		case *discoveryv1.EndpointSlice:
-			slices = append(slices, x)
-		}
-	}
+	nss, svcs, slices := split(benchCluster())
 	b.ReportAllocs()
 	for b.Loop() {
-		buildSnapshot("cluster.local.", 5, 1, 1, svcs, slices)
+		buildSnapshot("cluster.local.", 5, 1, 1, nss, svcs, slices)
 	}
 }

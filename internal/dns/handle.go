@@ -55,7 +55,8 @@ func (s *Server) reply(req *dns.Msg, mayBlock bool) (*dns.Msg, bool, error) {
 		m.Rcode = dns.RcodeRefused
 		return m, false, nil
 	}
-	name := strings.ToLower(dns.Fqdn(q.Name))
+	owner := dns.Fqdn(q.Name)
+	name := strings.ToLower(owner)
 	snap := s.snap.Load()
 
 	if dns.IsSubDomain(s.zone, name) {
@@ -65,7 +66,8 @@ func (s *Server) reply(req *dns.Msg, mayBlock bool) (*dns.Msg, bool, error) {
 			m.Rcode = dns.RcodeServerFailure
 			return m, false, nil
 		}
-		r := snap.resolve(q.Name, name, q.Qtype, 0)
+		cq := question{owner: q.Name, name: name, zone: zoneAsAsked(owner, s.zone), qtype: q.Qtype}
+		r := snap.resolve(cq, 0)
 		m.Authoritative = true // RA stays 0, as CoreDNS answers cluster names
 		m.Rcode, m.Answer, m.Extra = r.rcode, r.answer, r.extra
 		if r.upstream != "" && s.fwd != nil {
@@ -84,15 +86,19 @@ func (s *Server) reply(req *dns.Msg, mayBlock bool) (*dns.Msg, bool, error) {
 			}
 		}
 		if len(m.Answer) == 0 {
-			m.Ns = []dns.RR{snap.soa()}
+			m.Ns = []dns.RR{snap.soa(cq.zone)}
 		}
 		return m, r.upstream == "", nil
 	}
 
-	if q.Qtype == dns.TypePTR && snap != nil {
-		if r, ok := snap.ptr(q.Name, name); ok {
+	if rz := reverseZone(name); rz != "" && snap != nil {
+		cq := question{owner: q.Name, name: name, zone: zoneAsAsked(owner, rz), qtype: q.Qtype}
+		if r, ok := snap.reverseAnswer(cq, rz); ok {
 			m.Authoritative = true // RA stays 0, as CoreDNS answers cluster names
-			m.Answer = r.answer
+			m.Answer, m.Extra = r.answer, r.extra
+			if len(m.Answer) == 0 {
+				m.Ns = []dns.RR{snap.soa(cq.zone)}
+			}
 			return m, true, nil
 		}
 	}
@@ -122,6 +128,15 @@ func (s *Server) reply(req *dns.Msg, mayBlock bool) (*dns.Msg, bool, error) {
 		}
 	}
 	return m, false, nil
+}
+
+// zoneAsAsked returns zone (lowercase FQDN) spelled as at the end of owner,
+// which CoreDNS keeps in SRV targets, NS names and the SOA.
+func zoneAsAsked(owner, zone string) string {
+	if i := len(owner) - len(zone); i >= 0 && strings.EqualFold(owner[i:], zone) {
+		return owner[i:]
+	}
+	return zone
 }
 
 // addEDNS echoes an OPT record when the query had one (RFC 6891), with the

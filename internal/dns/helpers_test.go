@@ -81,6 +81,9 @@ func endpointSlice(ns, svc, name string, family discoveryv1.AddressType, ports [
 // clusterObjects is a small cluster with every kind of Service.
 func clusterObjects() []runtime.Object {
 	return []runtime.Object{
+		namespace("kube-system"),
+		namespace("default"),
+		namespace("empty-ns"),
 		service("kube-system", "kube-dns", "10.96.0.10", withPort("dns", v1.ProtocolUDP, 53), withPort("dns-tcp", v1.ProtocolTCP, 53)),
 		service("default", "web", "10.96.0.20", withPort("http", v1.ProtocolTCP, 80), withPort("https", v1.ProtocolTCP, 443)),
 		endpointSlice("default", "web", "web-abc", discoveryv1.AddressTypeIPv4, []slicePort{{"http", v1.ProtocolTCP, 8080}, {"https", v1.ProtocolTCP, 8443}},
@@ -91,6 +94,11 @@ func clusterObjects() []runtime.Object {
 		service("default", "empty", v1.ClusterIPNone, withPort("x", v1.ProtocolTCP, 1)),
 		externalName("default", "ext", "example.org"),
 		externalName("default", "alias", "web.default.svc.cluster.local"),
+		externalName("default", "self", "self.default.svc.cluster.local"),
+		externalName("default", "below", "x.below.default.svc.cluster.local"),
+		service("default", "v6hl", v1.ClusterIPNone, withPort("http", v1.ProtocolTCP, 80)),
+		endpointSlice("default", "v6hl", "v6hl-1", discoveryv1.AddressTypeIPv6, []slicePort{{"http", v1.ProtocolTCP, 80}},
+			ep{ip: "fd00:1::"}),
 		service("default", "v6", "fd00::10", withPort("http", v1.ProtocolTCP, 80)),
 		service("default", "dual", "10.96.0.30,fd00::30", withPort("dns", v1.ProtocolUDP, 53)),
 		service("default", "noports", "10.96.0.40"),
@@ -98,7 +106,8 @@ func clusterObjects() []runtime.Object {
 }
 
 // newTestServer returns a Server whose snapshot holds objs, without sockets
-// or informers: the pure resolver.
+// or informers: the pure resolver. The namespaces of the Services exist, as
+// in the API, besides any Namespace in objs.
 func newTestServer(t testing.TB, cfg Config, objs ...runtime.Object) *Server {
 	t.Helper()
 	cfg.Client = fake.NewClientset()
@@ -109,18 +118,39 @@ func newTestServer(t testing.TB, cfg Config, objs ...runtime.Object) *Server {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
+	nss, svcs, slices := split(objs)
+	s.setSnapshot(nss, svcs, slices)
+	return s
+}
+
+// split sorts objs by kind and adds a Namespace for each Service's namespace.
+func split(objs []runtime.Object) ([]*v1.Namespace, []*v1.Service, []*discoveryv1.EndpointSlice) {
+	var nss []*v1.Namespace
 	var svcs []*v1.Service
 	var slices []*discoveryv1.EndpointSlice
+	seen := map[string]bool{}
+	addNS := func(name string) {
+		if !seen[name] {
+			seen[name] = true
+			nss = append(nss, namespace(name))
+		}
+	}
 	for _, o := range objs {
 		switch x := o.(type) {
+		case *v1.Namespace:
+			addNS(x.Name)
 		case *v1.Service:
+			addNS(x.Namespace)
 			svcs = append(svcs, x)
 		case *discoveryv1.EndpointSlice:
 			slices = append(slices, x)
 		}
 	}
-	s.setSnapshot(svcs, slices)
-	return s
+	return nss, svcs, slices
+}
+
+func namespace(name string) *v1.Namespace {
+	return &v1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 }
 
 // rrs parses zone-file lines; "{serial}" stands for the snapshot's SOA serial.

@@ -19,14 +19,18 @@ type snapshot struct {
 	ttl      uint32
 	serial   uint32                  // SOA serial: Unix time of the build, as CoreDNS uses its last-change time
 	services map[string]*serviceInfo // by "name.namespace"
-	reverse  map[netip.Addr][]string // IP -> PTR targets (FQDNs)
-	dnsAddrs []netip.Addr            // ClusterIPs of kube-system/kube-dns, the zone's name server
+	// namespaces that exist: CoreDNS answers NXDOMAIN for any name in a
+	// namespace the API does not have.
+	namespaces map[string]bool
+	reverse    map[netip.Addr][]string // IP -> PTR targets (FQDNs)
+	dnsAddrs   []netip.Addr            // ClusterIPs of kube-system/kube-dns, the zone's name server
 }
 
 // serviceInfo is the slim form of a Service and its EndpointSlices: only what
 // DNS answers need, converted once at build time.
 type serviceInfo struct {
-	fqdn         string // name.namespace.svc.<zone>.
+	fqdn         string // name.namespace.svc.<zone>. (PTR targets)
+	rel          string // name.namespace.svc. (SRV targets end in the zone as the client spelled it)
 	headless     bool
 	externalName string // FQDN target of an ExternalName Service, else ""
 	clusterIPs   []netip.Addr
@@ -53,17 +57,22 @@ const serviceNameLabel = discoveryv1.LabelServiceName
 
 // buildSnapshot computes the DNS view of the given objects. It is a pure
 // function: same objects, same snapshot (except gen and serial).
-func buildSnapshot(zone string, ttl uint32, gen uint64, serial uint32, services []*v1.Service, slices []*discoveryv1.EndpointSlice) *snapshot {
+func buildSnapshot(zone string, ttl uint32, gen uint64, serial uint32, namespaces []*v1.Namespace, services []*v1.Service, slices []*discoveryv1.EndpointSlice) *snapshot {
 	s := &snapshot{
-		gen:      gen,
-		zone:     zone,
-		ttl:      ttl,
-		serial:   serial,
-		services: make(map[string]*serviceInfo, len(services)),
-		reverse:  make(map[netip.Addr][]string),
+		gen:        gen,
+		zone:       zone,
+		ttl:        ttl,
+		serial:     serial,
+		services:   make(map[string]*serviceInfo, len(services)),
+		namespaces: make(map[string]bool, len(namespaces)),
+		reverse:    make(map[netip.Addr][]string),
+	}
+	for _, ns := range namespaces {
+		s.namespaces[ns.Name] = true
 	}
 	for _, svc := range services {
-		info := &serviceInfo{fqdn: svc.Name + "." + svc.Namespace + ".svc." + zone}
+		rel := svc.Name + "." + svc.Namespace + ".svc."
+		info := &serviceInfo{fqdn: rel + zone, rel: rel}
 		switch {
 		case svc.Spec.Type == v1.ServiceTypeExternalName:
 			target := strings.ToLower(svc.Spec.ExternalName)
@@ -201,13 +210,18 @@ func protoName(p v1.Protocol) string {
 }
 
 // dashedIP is the hostname CoreDNS gives an endpoint without one:
-// 10.0.0.1 -> 10-0-0-1, fd00::1 -> fd00--1.
+// 10.0.0.1 -> 10-0-0-1, fd00::1 -> fd00--1, and fd00:: -> fd00--0 (a
+// label may not end in a dash).
 func dashedIP(a netip.Addr) string {
 	s := a.String()
 	if a.Is4() {
 		return strings.ReplaceAll(s, ".", "-")
 	}
-	return strings.ReplaceAll(s, ":", "-")
+	s = strings.ReplaceAll(s, ":", "-")
+	if strings.HasSuffix(s, "-") {
+		s += "0"
+	}
+	return s
 }
 
 func contains(list []string, s string) bool {

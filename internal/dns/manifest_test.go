@@ -83,7 +83,9 @@ func TestManifest(t *testing.T) {
 			resources = append(resources, r.Resources...)
 		}
 	}
-	if !slices.Contains(resources, "services") || !slices.Contains(resources, "endpointslices") {
-		t.Errorf("ClusterRole lets list/watch %v, want services and endpointslices", resources)
+	for _, want := range []string{"namespaces", "services", "endpointslices"} {
+		if !slices.Contains(resources, want) {
+			t.Errorf("ClusterRole lets list/watch %v, want namespaces, services and endpointslices (the informers the server starts)", resources)
+		}
 	}
 }

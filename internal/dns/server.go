@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
@@ -296,9 +297,12 @@ func (s *Server) healthHandler() http.Handler {
 
 // watch keeps the snapshot in step with the API: informer events only mark
 // it dirty; one rebuild at a time, at most every minRebuildInterval, reads
-// the informer caches whole.
+// the informer caches whole. Namespaces are watched because CoreDNS answers
+// NXDOMAIN for names in a namespace that does not exist; Pods are not (pod
+// names are answered from the IP in the name, as CoreDNS's `pods insecure`).
 func (s *Server) watch(ctx context.Context) {
 	factory := informers.NewSharedInformerFactoryWithOptions(s.cfg.Client, 0, informers.WithTransform(slimObject))
+	nsInf := factory.Core().V1().Namespaces()
 	svcInf := factory.Core().V1().Services()
 	esInf := factory.Discovery().V1().EndpointSlices()
 	dirty := make(chan struct{}, 1)
@@ -309,20 +313,25 @@ func (s *Server) watch(ctx context.Context) {
 		}
 	}
 	h := cache.ResourceEventHandlerFuncs{AddFunc: mark, UpdateFunc: func(_, o any) { mark(o) }, DeleteFunc: mark}
-	if _, err := svcInf.Informer().AddEventHandler(h); err != nil {
-		s.log.Error("watch Services", "err", err)
-		return
-	}
-	if _, err := esInf.Informer().AddEventHandler(h); err != nil {
-		s.log.Error("watch EndpointSlices", "err", err)
-		return
+	for _, inf := range []struct {
+		what string
+		inf  cache.SharedIndexInformer
+	}{{"Namespaces", nsInf.Informer()}, {"Services", svcInf.Informer()}, {"EndpointSlices", esInf.Informer()}} {
+		if _, err := inf.inf.AddEventHandler(h); err != nil {
+			s.log.Error("watch "+inf.what, "err", err)
+			return
+		}
 	}
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), svcInf.Informer().HasSynced, esInf.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), nsInf.Informer().HasSynced, svcInf.Informer().HasSynced, esInf.Informer().HasSynced) {
 		return
 	}
 	for {
+		nss, err := nsInf.Lister().List(labels.Everything())
+		if err != nil {
+			s.log.Error("list Namespaces from the informer cache", "err", err)
+		}
 		svcs, err := svcInf.Lister().List(labels.Everything())
 		if err != nil {
 			s.log.Error("list Services from the informer cache", "err", err)
@@ -331,9 +340,9 @@ func (s *Server) watch(ctx context.Context) {
 		if err != nil {
 			s.log.Error("list EndpointSlices from the informer cache", "err", err)
 		}
-		s.setSnapshot(svcs, slices)
+		s.setSnapshot(nss, svcs, slices)
 		if !s.ready.Swap(true) {
-			s.log.Info("synced with the Kubernetes API", "services", len(svcs), "endpointSlices", len(slices))
+			s.log.Info("synced with the Kubernetes API", "namespaces", len(nss), "services", len(svcs), "endpointSlices", len(slices))
 		}
 		select {
 		case <-ctx.Done():
@@ -352,27 +361,55 @@ func (s *Server) watch(ctx context.Context) {
 // EndpointSlices) into one rebuild.
 const minRebuildInterval = 100 * time.Millisecond
 
-func (s *Server) setSnapshot(svcs []*v1.Service, slices []*discoveryv1.EndpointSlice) {
-	snap := buildSnapshot(s.zone, s.cfg.TTL, s.gens.Add(1), uint32(time.Now().Unix()), svcs, slices)
+func (s *Server) setSnapshot(nss []*v1.Namespace, svcs []*v1.Service, slices []*discoveryv1.EndpointSlice) {
+	snap := buildSnapshot(s.zone, s.cfg.TTL, s.gens.Add(1), uint32(time.Now().Unix()), nss, svcs, slices)
 	s.snap.Store(snap)
 }
 
-// slimObject drops what DNS never reads before objects enter the informer
-// cache, which is most of this server's memory in a big cluster.
+// slimObject replaces each object by a new one holding only the fields DNS
+// reads, before it enters the informer cache: managedFields, annotations,
+// labels, status and most of the spec are most of this server's memory in a
+// big cluster, and a fresh object lets the decoded one be freed whole.
+// ResourceVersion stays: the informer's store and watch resume use it.
 func slimObject(obj any) (any, error) {
 	switch o := obj.(type) {
+	case *v1.Namespace:
+		return &v1.Namespace{ObjectMeta: slimMeta(&o.ObjectMeta, nil)}, nil
 	case *v1.Service:
-		o.ManagedFields, o.Annotations, o.Labels, o.OwnerReferences = nil, nil, nil, nil
-		o.Spec.Selector = nil
-		o.Status = v1.ServiceStatus{}
-	case *discoveryv1.EndpointSlice:
-		name := o.Labels[serviceNameLabel]
-		o.ManagedFields, o.Annotations, o.OwnerReferences = nil, nil, nil
-		o.Labels = map[string]string{serviceNameLabel: name}
-		for i := range o.Endpoints {
-			e := &o.Endpoints[i]
-			e.TargetRef, e.NodeName, e.Zone, e.Hints, e.DeprecatedTopology = nil, nil, nil, nil, nil
+		spec := v1.ServiceSpec{
+			Type:         o.Spec.Type,
+			ClusterIP:    o.Spec.ClusterIP,
+			ClusterIPs:   o.Spec.ClusterIPs,
+			ExternalName: o.Spec.ExternalName,
 		}
+		if len(o.Spec.Ports) > 0 {
+			spec.Ports = make([]v1.ServicePort, len(o.Spec.Ports))
+			for i, p := range o.Spec.Ports {
+				spec.Ports[i] = v1.ServicePort{Name: p.Name, Protocol: p.Protocol, Port: p.Port}
+			}
+		}
+		return &v1.Service{ObjectMeta: slimMeta(&o.ObjectMeta, nil), Spec: spec}, nil
+	case *discoveryv1.EndpointSlice:
+		es := &discoveryv1.EndpointSlice{
+			ObjectMeta:  slimMeta(&o.ObjectMeta, map[string]string{serviceNameLabel: o.Labels[serviceNameLabel]}),
+			AddressType: o.AddressType,
+			Ports:       o.Ports,
+		}
+		if len(o.Endpoints) > 0 {
+			es.Endpoints = make([]discoveryv1.Endpoint, len(o.Endpoints))
+			for i, e := range o.Endpoints {
+				es.Endpoints[i] = discoveryv1.Endpoint{
+					Addresses:  e.Addresses,
+					Hostname:   e.Hostname,
+					Conditions: discoveryv1.EndpointConditions{Ready: e.Conditions.Ready},
+				}
+			}
+		}
+		return es, nil
 	}
 	return obj, nil
+}
+
+func slimMeta(m *metav1.ObjectMeta, labels map[string]string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, ResourceVersion: m.ResourceVersion, Labels: labels}
 }

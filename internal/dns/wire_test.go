@@ -142,12 +142,12 @@ func TestSnapshotChangeInvalidatesCache(t *testing.T) {
 		t.Fatalf("before: %v", r.Answer)
 	}
 	web := service("default", "web", "10.96.0.99", withPort("http", v1.ProtocolTCP, 80))
-	s.setSnapshot([]*v1.Service{web}, nil)
+	s.setSnapshot([]*v1.Namespace{namespace("default")}, []*v1.Service{web}, nil)
 	r, _ = exchangeWire(t, s, query(name, dns.TypeA), true)
 	if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "10.96.0.99" {
 		t.Errorf("after the Service changed: %v, want 10.96.0.99", r.Answer)
 	}
-	s.setSnapshot(nil, nil)
+	s.setSnapshot([]*v1.Namespace{namespace("default")}, nil, nil)
 	r, _ = exchangeWire(t, s, query(name, dns.TypeA), true)
 	if r.Rcode != dns.RcodeNameError {
 		t.Errorf("after the Service was deleted: %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])

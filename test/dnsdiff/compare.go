@@ -67,6 +67,12 @@ func (f *Fixture) Queries(zone string) ([]Query, error) {
 	add("_http._tcp."+svc("empty"), SRV)
 	add("_http._tcp."+svc("ext"), SRV)
 	add("_._tcp."+svc("api"), SRV)
+	// ExternalName with port or endpoint labels, pointing at or below itself.
+	add("_http._tcp."+svc("ext"), A, CNAME)
+	add("_._tcp."+svc("ext"), A)
+	add("_http._tcp."+svc("ext-internal"), A, SRV)
+	add("x."+svc("ext-internal"), A)
+	add("x."+svc("ext-below"), A)
 	// Wildcards (CoreDNS once answered them; the spec does not).
 	add("*."+ns+".svc."+z, A)
 	add("_*._tcp."+svc("web"), SRV)
@@ -90,6 +96,7 @@ func (f *Fixture) Queries(zone string) ([]Query, error) {
 	add("10-244-250-61."+svc("noports"), A)
 	add("v6-0."+svc("v6"), A, AAAA, SRV)
 	add("fd00-10-244-fa--71."+svc("v6"), AAAA)
+	add("fd00-10-244-fa--0."+svc("v6"), AAAA)
 	add("d-0."+svc("dual"), A, AAAA, SRV)
 	add("ms-2."+svc("multislice"), A, SRV)
 	add("shared."+svc("shared-b"), A)
@@ -103,6 +110,12 @@ func (f *Fixture) Queries(zone string) ([]Query, error) {
 	add("Web."+ns+".Svc.Cluster.Local.", A)
 	add("_HTTP._TCP.Web."+ns+".svc."+z, SRV)
 	add("DB-0.Db."+ns+".svc."+z, A)
+	// The zone as asked goes into SRV targets and the SOA of negative answers.
+	add("_MySQL._TCP.db."+ns+".svc.Cluster.Local.", SRV)
+	add("_http._tcp.web."+ns+".SVC.CLUSTER.LOCAL.", SRV)
+	add("10-244-1-5."+strings.ToUpper(ns)+".POD.Cluster.Local.", SRV, A)
+	add("NOPE."+ns+".svc.CLUSTER.local.", A, TXT)
+	add("Cluster.Local.", SOA, NS)
 	add("Ext."+ns+".svc."+z, A)
 	add("Ext-Internal."+ns+".svc."+z, A)
 
@@ -113,7 +126,14 @@ func (f *Fixture) Queries(zone string) ([]Query, error) {
 	add("1-2-3."+ns+".pod."+z, A)
 	add("256-1-1-1."+ns+".pod."+z, A)
 	add("010-244-001-005."+ns+".pod."+z, A)
-	add("x.10-244-1-5."+ns+".pod."+z, A)
+	add("x.10-244-1-5."+ns+".pod."+z, A, SRV, TXT)
+	add("_x._y.10-244-1-5."+ns+".pod."+z, A)
+	add("a.b.c.10-244-1-5."+ns+".pod."+z, A)
+	add("fd00-10-244--5."+ns+".pod."+z, SRV)
+	add("10-244-1-5."+ns+".pod."+z, TXT, MX)
+	add("10-244-1-5.nonexistent-ns.pod."+z, SRV, TXT)
+	add("nonexistent-ns.pod."+z, A)
+	add("kube-public.pod."+z, A)
 	add("web."+ns+".pod."+z, A)
 	add(ns+".pod."+z, A)
 	add("pod."+z, A)
@@ -126,7 +146,21 @@ func (f *Fixture) Queries(zone string) ([]Query, error) {
 	add("dns."+z, A)
 	add("svc."+z, A, SRV)
 	add(ns+".svc."+z, A, SRV)
-	add("nonexistent-ns.svc."+z, A)
+	add("nonexistent-ns.svc."+z, A, TXT, SRV)
+	add("kube-public.svc."+z, A, TXT)
+	add("kube-node-lease.svc."+z, A)
+	add("default.svc."+z, A, TXT)
+	add("kubernetes.nonexistent-ns.svc."+z, A)
+	add("_https._tcp.kubernetes.nonexistent-ns.svc."+z, SRV)
+	add("svc."+z, TXT)
+	add("pod."+z, TXT, SRV)
+	add("dns-version."+z, AAAA, SRV, MX)
+	add("dns."+z, AAAA, TXT, SOA)
+	add("ns.dns."+z, TXT, MX, SRV, CNAME)
+	// SOA below the apex is NODATA, also for names that do not exist.
+	add("web."+ns+".svc."+z, SOA)
+	add("nope."+ns+".svc."+z, SOA)
+	add("foo."+z, SOA)
 	add("kube-dns.kube-system.svc."+z, A, SRV)
 	add("kubernetes.default.svc."+z, A, SRV)
 	add("_https._tcp.kubernetes.default.svc."+z, SRV)
@@ -160,6 +194,15 @@ func (f *Fixture) Queries(zone string) ([]Query, error) {
 	}
 	add("250.244.10.in-addr.arpa.", PTR)
 	add("10.in-addr.arpa.", PTR, SOA)
+	// Reverse zones: the kubernetes plugin answers SOA (NODATA with the
+	// zone's SOA below the apex) and the apex itself; the rest falls through.
+	webIP, _ := f.ClusterIP("web")
+	add(reverse(webIP), SOA, TXT, A)
+	add(reverse(netip.MustParseAddr(v6(0x70))), SOA)
+	add("in-addr.arpa.", SOA, NS, A, PTR, TXT)
+	add("ip6.arpa.", SOA, AAAA)
+	add("IN-ADDR.Arpa.", SOA)
+	add("0.10.in-addr.arpa.", SOA)
 
 	// Old stub resolvers send no EDNS.
 	qs = append(qs,

@@ -53,18 +53,21 @@ type knownDifference struct {
 
 var knownDifferences = []knownDifference{
 	{"ns.dns." + zone + ".", 0, "CoreDNS finds ns.dns through the kube-dns endpoint that carries its own pod IP; on the host's loopback there is none and it answers NODATA, knet answers the kube-dns ClusterIP"},
-	{zone + ".", dns.TypeNS, "apex NS comes from the same lookup as ns.dns: CoreDNS on loopback answers NODATA, knet ns.dns with its glue"},
+	{zone + ".", dns.TypeNS, "apex NS comes from the same lookup as ns.dns: CoreDNS on loopback answers NODATA, knet what CoreDNS answers in its pod (the kube-dns Service's name with its ClusterIP as glue)"},
+	{"in-addr.arpa.", dns.TypeNS, "reverse apex NS: as the cluster apex NS (CoreDNS on loopback finds no kube-dns endpoint of its own)"},
 	// Neither server has an upstream here. CoreDNS's plugin chain then ends
 	// in SERVFAIL ("no next plugin"); knet answers REFUSED by design (see
 	// dns.Config.Upstreams). With upstreams both forward.
 	{"example.com.", 0, "no upstream: CoreDNS SERVFAIL (end of plugin chain), knet REFUSED by design"},
 }
 
-// noUpstream reports whether q is a reverse name neither server knows, which
-// the Corefile's fallthrough sends to the (missing) next plugin.
+// noUpstream reports whether q is a reverse-zone question the kubernetes
+// plugin cannot answer (a reverse name of no Service or endpoint, or a type
+// other than PTR and SOA), which the Corefile's fallthrough sends to the
+// (missing) next plugin.
 func noUpstream(q Query, k, ref *dns.Msg) bool {
 	name := strings.ToLower(q.Name)
-	return q.Type == dns.TypePTR && (strings.HasSuffix(name, ".in-addr.arpa.") || strings.HasSuffix(name, ".ip6.arpa.")) &&
+	return (strings.HasSuffix(name, "in-addr.arpa.") || strings.HasSuffix(name, "ip6.arpa.")) &&
 		k.Rcode == dns.RcodeRefused && ref.Rcode == dns.RcodeServerFailure && len(k.Answer) == 0 && len(ref.Answer) == 0
 }
 
@@ -169,7 +172,7 @@ func TestDifferential(t *testing.T) {
 		}
 		why := explained(q)
 		if why == "" && noUpstream(q, k, ref) {
-			why = "reverse name of no Service or endpoint, no upstream: CoreDNS SERVFAIL after fallthrough, knet REFUSED by design"
+			why = "reverse-zone question the kubernetes plugin falls through, no upstream: CoreDNS SERVFAIL after fallthrough, knet REFUSED by design"
 		}
 		if why != "" {
 			known++

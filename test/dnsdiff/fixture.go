@@ -94,6 +94,7 @@ func NewFixture(ns string) *Fixture {
 	external("ext-internal", "web."+ns+".svc.cluster.local")
 	external("ext-missing", "nope."+ns+".svc.cluster.local")
 	external("ext-self", "ext-self."+ns+".svc.cluster.local")
+	external("ext-below", "x.ext-below."+ns+".svc.cluster.local")
 
 	type ep struct {
 		host  string // "" for none
@@ -137,7 +138,7 @@ func NewFixture(ns string) *Fixture {
 	slice("noports", "noports-1", ipv4, nil,
 		ep{"np-0", v4(60), &yes}, ep{"", v4(61), &yes})
 	slice("v6", "v6-1", ipv6, []discoveryv1.EndpointPort{esPort("http", 80, tcp)},
-		ep{"v6-0", v6(0x70), &yes}, ep{"", v6(0x71), &yes})
+		ep{"v6-0", v6(0x70), &yes}, ep{"", v6(0x71), &yes}, ep{"", "fd00:10:244:fa::", &yes})
 	slice("dual", "dual-v4", ipv4, []discoveryv1.EndpointPort{esPort("http", 80, tcp)},
 		ep{"d-0", v4(80), &yes}, ep{"", v4(81), &yes})
 	slice("dual", "dual-v6", ipv6, []discoveryv1.EndpointPort{esPort("http", 80, tcp)},
