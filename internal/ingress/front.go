@@ -122,6 +122,7 @@ func (f *front) shutdown(ctx context.Context) {
 
 func (f *front) serveConn(c net.Conn) {
 	defer f.wg.Done()
+	c = newRawConn(c)
 	if f.tlsConfig != nil {
 		tc := tls.Server(c, f.tlsConfig)
 		if f.readHeaderTimeout > 0 {
@@ -819,3 +820,12 @@ type handoffConn struct {
 }
 
 func (c *handoffConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+// CloseWrite half-closes the connection (a websocket passed through
+// after net/http hijacked it), as a *net.TCPConn does.
+func (c *handoffConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

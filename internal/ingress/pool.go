@@ -131,6 +131,7 @@ func (p *endpointPool) dial(ctx context.Context) (*backendConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to endpoint %s: %w", p.addr, err)
 	}
+	c = newRawConn(c)
 	return &backendConn{pool: p, conn: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 4<<10)}, nil
 }
 
