@@ -183,8 +183,10 @@ func (s *Store) Allocate(a Attachment) (netip.Addr, error) {
 				return err
 			}
 			got = ip
-			// The pointer is a hint; losing it only changes which address comes next.
-			_ = writeFileAtomic(filepath.Join(s.cfg.Dir, lastReservedName), []byte(ip.String()))
+			// The pointer is a hint: a torn write fails to parse and only
+			// changes which address comes next, so it is overwritten in place
+			// (no temp file, rename or fsync on the ADD path).
+			_ = os.WriteFile(filepath.Join(s.cfg.Dir, lastReservedName), []byte(ip.String()), 0o644)
 			return nil
 		}
 		return &ExhaustedError{Subnet: s.cfg.Subnet, Size: size}
@@ -368,12 +370,4 @@ func (s *Store) GC(valid []Attachment) ([]Reservation, error) {
 		return nil
 	})
 	return freed, err
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
