@@ -10,7 +10,9 @@ import (
 	"time"
 )
 
-const deadlineKill = 10 * time.Second
+// deadlineKill bounds the wait for killed processes to leave their cgroup. Pods' processes
+// unmount their overlays while they die; on a loaded machine that took over 10 s.
+const deadlineKill = 60 * time.Second
 
 // NodeProcess keeps one `knet node` process running inside a node's network namespace and
 // restarts it when it exits, with a short back-off.
