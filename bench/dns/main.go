@@ -162,7 +162,7 @@ func serveMain(args []string) error {
 	fs.StringVar(&cfg.HealthListen, "health-listen", "127.0.0.1:18081", "HTTP address for /healthz and /readyz")
 	_ = fs.Parse(args)
 	var err error
-	if cfg.Client, err = client(*kubeconfig); err != nil {
+	if cfg.Source, err = knetdns.NewSourceFromKubeconfig(*kubeconfig); err != nil {
 		return err
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))

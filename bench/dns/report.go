@@ -21,7 +21,7 @@ import (
 // server's /proc/PID/status after its runs).
 var (
 	servers = []struct{ id, label string }{
-		{"knet-bin", "knet (bin/knet dns)"},
+		{"knet-bin", "knet (knet dns -> knet-dns)"},
 		{"knet-lib", "knet (library in dnsbench)"},
 		{"coredns-cache", "CoreDNS (cache 30)"},
 		{"coredns-nocache", "CoreDNS (no cache)"},

@@ -10,13 +10,16 @@
 #   bash bench/dns/run.sh
 #
 # CLUSTER=name picks the cluster name (default dnsb); it must not be running already, since this
-# script removes it at the end. COREDNS=path uses another CoreDNS binary (default bin/coredns,
-# built on first use from the Go module proxy without touching knet's go.mod).
+# script removes it at the end. KNET_BIN=path uses another knet binary (default bin/knet); `knet
+# dns` execs the lean knet-dns binary next to it when there is one, as in a cluster. COREDNS=path
+# uses another CoreDNS binary (default bin/coredns, built on first use from the Go module proxy
+# without touching knet's go.mod).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 cluster=${CLUSTER:-dnsb}
 coredns=${COREDNS:-bin/coredns}
+knet=${KNET_BIN:-bin/knet}
 duration=8
 clients=8
 outstanding=64
@@ -26,7 +29,7 @@ coredns_port=5302
 
 command -v dnsperf >/dev/null || { echo "dnsperf is missing: apt-get install -y dnsperf" >&2; exit 1; }
 # bin/knet is owned by the cmd/knet build (hack/build.sh); build it only when it is missing.
-[ -x bin/knet ] || bash hack/build.sh
+[ -x "$knet" ] || bash hack/build.sh
 if [ ! -x "$coredns" ]; then
 	# Module mode builds CoreDNS with its own go.mod; knet's go.mod is not read.
 	(cd /tmp && GOFLAGS=-mod=mod GOBIN="$OLDPWD/bin" go install github.com/coredns/coredns@v1.15.0)
@@ -52,13 +55,13 @@ cleanup() {
 	rc=$?
 	trap - EXIT INT TERM
 	stop_server
-	bin/knet down --name "$cluster" >/dev/null || { echo "knet down --name $cluster failed" >&2; rc=1; }
+	"$knet" down --name "$cluster" >/dev/null || { echo "knet down --name $cluster failed" >&2; rc=1; }
 	rm -rf "$work"
 	exit $rc
 }
 trap cleanup EXIT INT TERM
 
-bin/knet up --name "$cluster" --nodes 1 --timeout 6m
+"$knet" up --name "$cluster" --nodes 1 --timeout 6m
 kubeconfig=/var/lib/knet/$cluster/kubeconfig
 "$work/dnsbench" setup --kubeconfig "$kubeconfig" --namespace dnsbench --out "$work"
 sentinel=shared.shared-b.dnsbench.svc.cluster.local
@@ -97,6 +100,7 @@ bench() {
 	done
 	cp "/proc/$server_pid/status" "$work/$id.status"
 	echo "$id: $(grep -E '^(VmRSS|VmHWM|RssAnon|RssFile)' "$work/$id.status" | tr -s ' \t\n' ' ')"
+	echo "load: $(cat /proc/loadavg)"
 }
 
 echo "load before: $(cat /proc/loadavg)"
@@ -108,10 +112,11 @@ sa=/run/secrets/kubernetes.io/serviceaccount
 KUBERNETES_SERVICE_HOST=$api_host KUBERNETES_SERVICE_PORT=$api_port \
 	unshare --mount --propagation private sh -c \
 	"mount -t tmpfs knet-dnsbench /run && mkdir -p $sa && cp '$work/sa/token' '$work/sa/ca.crt' $sa/ &&
-	 exec taskset -c 1 bin/knet dns --listen 127.0.0.1:$knet_port --health-listen 127.0.0.1:$knet_health" \
+	 exec taskset -c 1 $knet dns --listen 127.0.0.1:$knet_port --health-listen 127.0.0.1:$knet_health" \
 	2>"$work/knet-bin.log" &
 server_pid=$!
 bench knet-bin "$knet_port"
+echo "knet-bin was served by $(readlink "/proc/$server_pid/exe")"
 stop_server
 
 # knet's server as a library with a kubeconfig client: same code, a smaller binary.

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -12,27 +13,18 @@ import (
 	"knet/internal/dns"
 )
 
+// leanDNSBinary is the DNS server alone (cmd/knet-dns), built next to knet.
+const leanDNSBinary = "knet-dns"
+
 func dnsCommand() *cobra.Command {
-	var cfg dns.Config
-	var upstreamsFrom, kubeconfig string
+	var cl dns.CommandLine
 	cmd := &cobra.Command{
 		Use:   "dns",
 		Short: "Serve cluster DNS (the kube-dns Service) from the Kubernetes API; runs as the knet-dns add-on",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var err error
-			if cfg.Client, err = newClient(kubeconfig); err != nil {
-				return err
-			}
-			if upstreamsFrom != "" {
-				more, err := dns.UpstreamsFromResolvConf(upstreamsFrom)
-				if err != nil {
-					return err
-				}
-				cfg.Upstreams = append(cfg.Upstreams, more...)
-			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-			s, err := dns.New(cfg)
+			execLeanDNS()
+			s, err := cl.Server()
 			if err != nil {
 				return err
 			}
@@ -41,13 +33,25 @@ func dnsCommand() *cobra.Command {
 			return s.Run(ctx)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: in-cluster config)")
-	f.StringVar(&cfg.Listen, "listen", ":53", "DNS address (UDP and TCP)")
-	f.StringVar(&cfg.HealthListen, "health-listen", ":8080", "HTTP address for /healthz and /readyz")
-	f.StringVar(&cfg.ClusterDomain, "cluster-domain", "cluster.local", "cluster domain")
-	f.Uint32Var(&cfg.TTL, "ttl", 5, "TTL of cluster answers, seconds")
-	f.StringArrayVar(&cfg.Upstreams, "upstream", nil, "resolver ip:port for names outside the cluster (repeatable); none: REFUSED")
-	f.StringVar(&upstreamsFrom, "upstreams-from", "", "also forward to the nameservers of this resolv.conf")
+	cl.AddFlags(cmd.Flags())
 	return cmd
+}
+
+// execLeanDNS replaces this process with knet-dns, with the same arguments,
+// when that binary sits next to the knet binary: the same server without the
+// control plane linked in uses a fraction of the memory. It returns only
+// when there is no such binary or the exec failed; knet then serves DNS
+// itself.
+func execLeanDNS() {
+	self, err := os.Executable()
+	if err != nil {
+		return
+	}
+	lean := filepath.Join(filepath.Dir(self), leanDNSBinary)
+	if st, err := os.Stat(lean); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return
+	}
+	argv := append([]string{lean}, os.Args[1:]...)
+	err = syscall.Exec(lean, argv, os.Environ())
+	slog.Warn("could not exec the lean DNS server; serving from knet itself", "path", lean, "err", err)
 }

@@ -6,8 +6,8 @@
 //
 // It owns the DNS sockets (UDP and TCP on Config.Listen), its health HTTP
 // endpoint (Config.HealthListen), its informers and its caches. It only
-// reads the Kubernetes API (Services, EndpointSlices) and never writes to
-// it; it never touches the kernel's routes, links or resolver, and sends
+// reads the Kubernetes API (Namespaces, Services, EndpointSlices) and never
+// writes to it; it never touches the kernel's routes, links or resolver, and sends
 // traffic only to the configured upstreams.
 package dns
 
@@ -21,13 +21,13 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
-	"k8s.io/client-go/kubernetes"
 )
 
 // Config configures a Server. Call Defaults, then Validate (New does both).
 type Config struct {
-	// Client reads Services and EndpointSlices. Required.
-	Client kubernetes.Interface
+	// Source lists and watches Namespaces, Services and EndpointSlices
+	// (NewSource). Required.
+	Source Source
 	// ClusterDomain is the zone answered from the API, e.g. "cluster.local".
 	ClusterDomain string
 	// Listen is the address of the UDP and TCP DNS listeners, e.g. ":53".
@@ -83,8 +83,8 @@ func (c *Config) Defaults() {
 
 // Validate reports the first invalid field and how to fix it.
 func (c *Config) Validate() error {
-	if c.Client == nil {
-		return errors.New("dns config: Client is nil: pass a Kubernetes clientset (in-cluster or from a kubeconfig)")
+	if err := c.Source.validate(); err != nil {
+		return err
 	}
 	d := strings.TrimSuffix(c.ClusterDomain, ".")
 	if d == "" {

@@ -12,7 +12,7 @@ import (
 
 func TestConfigValidate(t *testing.T) {
 	valid := func() Config {
-		c := Config{Client: fake.NewClientset()}
+		c := Config{Source: fakeSource(fake.NewClientset())}
 		c.Defaults()
 		return c
 	}
@@ -24,7 +24,8 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("defaults = %+v, want cluster.local, :53, :8080, TTL 5", c)
 	}
 	for name, mutate := range map[string]func(*Config){
-		"no client":            func(c *Config) { c.Client = nil },
+		"no source":            func(c *Config) { c.Source = Source{} },
+		"incomplete source":    func(c *Config) { c.Source.EndpointSlices = nil },
 		"upstream not ip:port": func(c *Config) { c.Upstreams = []string{"dns.google"} },
 		"listen without port":  func(c *Config) { c.Listen = "0.0.0.0" },
 		"bad domain":           func(c *Config) { c.ClusterDomain = strings.Repeat("a", 64) + ".local" },

@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +13,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
 )
 
@@ -110,7 +113,7 @@ func clusterObjects() []runtime.Object {
 // in the API, besides any Namespace in objs.
 func newTestServer(t testing.TB, cfg Config, objs ...runtime.Object) *Server {
 	t.Helper()
-	cfg.Client = fake.NewClientset()
+	cfg.Source = fakeSource(fake.NewClientset())
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -183,4 +186,23 @@ func query(name string, qtype uint16) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	return m
+}
+
+// fakeSource lists and watches a fake clientset, as the informers of the
+// generated clientset do.
+func fakeSource(c *fake.Clientset) Source {
+	lw := func(list func(context.Context, metav1.ListOptions) (runtime.Object, error), watch func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.ListerWatcher {
+		return cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{ListWithContextFunc: list, WatchFuncWithContext: watch}, c)
+	}
+	return Source{
+		Namespaces: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.CoreV1().Namespaces().List(ctx, o)
+		}, c.CoreV1().Namespaces().Watch),
+		Services: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.CoreV1().Services("").List(ctx, o)
+		}, c.CoreV1().Services("").Watch),
+		EndpointSlices: lw(func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			return c.DiscoveryV1().EndpointSlices("").List(ctx, o)
+		}, c.DiscoveryV1().EndpointSlices("").Watch),
+	}
 }

@@ -20,8 +20,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -301,10 +300,14 @@ func (s *Server) healthHandler() http.Handler {
 // NXDOMAIN for names in a namespace that does not exist; Pods are not (pod
 // names are answered from the IP in the name, as CoreDNS's `pods insecure`).
 func (s *Server) watch(ctx context.Context) {
-	factory := informers.NewSharedInformerFactoryWithOptions(s.cfg.Client, 0, informers.WithTransform(slimObject))
-	nsInf := factory.Core().V1().Namespaces()
-	svcInf := factory.Core().V1().Services()
-	esInf := factory.Discovery().V1().EndpointSlices()
+	informer := func(lw cache.ListerWatcher, obj k8sruntime.Object) cache.SharedIndexInformer {
+		inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
+		_ = inf.SetTransform(slimObject) // fails only once started
+		return inf
+	}
+	nsInf := informer(s.cfg.Source.Namespaces, &v1.Namespace{})
+	svcInf := informer(s.cfg.Source.Services, &v1.Service{})
+	esInf := informer(s.cfg.Source.EndpointSlices, &discoveryv1.EndpointSlice{})
 	dirty := make(chan struct{}, 1)
 	mark := func(any) {
 		select {
@@ -313,33 +316,26 @@ func (s *Server) watch(ctx context.Context) {
 		}
 	}
 	h := cache.ResourceEventHandlerFuncs{AddFunc: mark, UpdateFunc: func(_, o any) { mark(o) }, DeleteFunc: mark}
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, inf := range []struct {
 		what string
 		inf  cache.SharedIndexInformer
-	}{{"Namespaces", nsInf.Informer()}, {"Services", svcInf.Informer()}, {"EndpointSlices", esInf.Informer()}} {
+	}{{"Namespaces", nsInf}, {"Services", svcInf}, {"EndpointSlices", esInf}} {
 		if _, err := inf.inf.AddEventHandler(h); err != nil {
 			s.log.Error("watch "+inf.what, "err", err)
 			return
 		}
+		wg.Add(1)
+		go func() { defer wg.Done(); inf.inf.RunWithContext(ctx) }()
 	}
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), nsInf.Informer().HasSynced, svcInf.Informer().HasSynced, esInf.Informer().HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), nsInf.HasSynced, svcInf.HasSynced, esInf.HasSynced) {
 		return
 	}
 	for {
-		nss, err := nsInf.Lister().List(labels.Everything())
-		if err != nil {
-			s.log.Error("list Namespaces from the informer cache", "err", err)
-		}
-		svcs, err := svcInf.Lister().List(labels.Everything())
-		if err != nil {
-			s.log.Error("list Services from the informer cache", "err", err)
-		}
-		slices, err := esInf.Lister().EndpointSlices("").List(labels.Everything())
-		if err != nil {
-			s.log.Error("list EndpointSlices from the informer cache", "err", err)
-		}
+		nss := listAs[*v1.Namespace](nsInf)
+		svcs := listAs[*v1.Service](svcInf)
+		slices := listAs[*discoveryv1.EndpointSlice](esInf)
 		s.setSnapshot(nss, svcs, slices)
 		if !s.ready.Swap(true) {
 			s.log.Info("synced with the Kubernetes API", "namespaces", len(nss), "services", len(svcs), "endpointSlices", len(slices))
@@ -355,6 +351,19 @@ func (s *Server) watch(ctx context.Context) {
 		case <-dirty:
 		}
 	}
+}
+
+// listAs returns the informer's cached objects of type T (all of them, as
+// the informer holds only one type).
+func listAs[T any](inf cache.SharedIndexInformer) []T {
+	objs := inf.GetStore().List()
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		if t, ok := o.(T); ok {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // minRebuildInterval coalesces bursts of API events (a rollout touches many

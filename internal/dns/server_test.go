@@ -43,7 +43,7 @@ func startServer(t *testing.T) (dnsAddr, healthURL string, client *fake.Clientse
 	client = fake.NewClientset(clusterObjects()...)
 	dnsAddr, healthAddr := freePort(t), freePort(t)
 	s, err := New(Config{
-		Client:       client,
+		Source:       fakeSource(client),
 		Listen:       dnsAddr,
 		HealthListen: healthAddr,
 		UDPSockets:   2,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/miekg/dns"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	knetdns "knet/internal/dns"
@@ -113,7 +114,7 @@ func TestDifferential(t *testing.T) {
 		}
 	})
 
-	knet := startKnet(t, client)
+	knet := startKnet(t, rc)
 	plain := startCoreDNS(t, coredns, kubeconfig, false)
 	cached := startCoreDNS(t, coredns, kubeconfig, true)
 	webIP, err := fx.ClusterIP("web")
@@ -257,13 +258,17 @@ func freePort(t *testing.T) string {
 
 // startKnet runs knet's DNS server in-process, as `knet dns` does but with a
 // kubeconfig client, and returns its address once it is synced.
-func startKnet(t *testing.T, client kubernetes.Interface) string {
+func startKnet(t *testing.T, rc *rest.Config) string {
 	t.Helper()
 	addr, health := freePort(t), freePort(t)
+	source, err := knetdns.NewSource(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	s, err := knetdns.New(knetdns.Config{
-		Client:       client,
+		Source:       source,
 		Listen:       addr,
 		HealthListen: health,
 		Logger:       slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)),
