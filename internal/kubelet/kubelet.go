@@ -275,13 +275,15 @@ func anyRunning(p *corev1.Pod) bool {
 func (k *Kubelet) notifier(w *podWorker) {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
-	lastRefresh := time.Now()
+	lastRefresh, lastNotify := time.Now(), time.Now()
 	for {
+		ticked := false
 		select {
 		case <-w.removed:
 			return
 		case <-w.dirty:
 		case <-tick.C:
+			ticked = true
 			w.mu.Lock()
 			running := w.sandboxReady && !w.terminal
 			w.mu.Unlock()
@@ -293,6 +295,11 @@ func (k *Kubelet) notifier(w *podWorker) {
 			}
 		}
 		pod, changed := w.computeStatus()
+		// Someone else rewrote our status in the API (see statusDrifted): write ours again.
+		// Not right after a notify, while the API copy may still lag behind it.
+		if !changed && ticked && time.Since(lastNotify) > 5*time.Second {
+			changed = statusDrifted(w.apiStatus(), &pod.Status)
+		}
 		if !changed || !k.current(w) {
 			continue
 		}
@@ -301,6 +308,7 @@ func (k *Kubelet) notifier(w *podWorker) {
 		k.mu.Unlock()
 		if cb != nil {
 			cb(pod)
+			lastNotify = time.Now()
 		}
 	}
 }

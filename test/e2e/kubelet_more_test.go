@@ -196,3 +196,31 @@ func TestHostPortsShareAPortByHostIP(t *testing.T) {
 		t.Errorf("node -> 127.0.0.1:18300 answered %q, want on-loopback", out)
 	}
 }
+
+// TestKubeletRestoresPodStatusChangedByOthers: the node lifecycle controller marks pods of a node
+// that missed heartbeats Ready=False; when the node is back the kubelet must put its own status
+// back, or the pods stay out of their Services. Simulated by writing Ready=False as that
+// controller does.
+func TestKubeletRestoresPodStatusChangedByOthers(t *testing.T) {
+	ns := testNamespace(t)
+	createPod(t, ns, netexecPod("marked", nil))
+	waitPodReady(t, ns, "marked")
+	ctx := context.Background()
+	pod, err := client.CoreV1().Pods(ns).Get(ctx, "marked", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			pod.Status.Conditions[i].Status, pod.Status.Conditions[i].Reason = corev1.ConditionFalse, "NodeNotReady"
+			pod.Status.Conditions[i].LastTransitionTime = metav1.Now()
+		}
+	}
+	if _, err := client.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := client.CoreV1().Pods(ns).Get(ctx, "marked", metav1.GetOptions{}); podReady(p) {
+		t.Fatal("the simulated node controller's write did not take")
+	}
+	waitPod(t, ns, "marked", 30*time.Second, "Ready again (the kubelet's own status)", podReady)
+}
