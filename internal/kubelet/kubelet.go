@@ -297,8 +297,8 @@ func (k *Kubelet) notifier(w *podWorker) {
 		pod, changed := w.computeStatus()
 		// Someone else rewrote our status in the API (see statusDrifted): write ours again.
 		// Not right after a notify, while the API copy may still lag behind it.
-		if !changed && ticked && time.Since(lastNotify) > 5*time.Second {
-			changed = statusDrifted(w.apiStatus(), &pod.Status)
+		if !changed && ticked && time.Since(lastNotify) > 5*time.Second && k.current(w) && k.restoreStatus(w, pod) {
+			lastNotify = time.Now()
 		}
 		if !changed || !k.current(w) {
 			continue

@@ -1,6 +1,12 @@
 package kubelet
 
-import corev1 "k8s.io/api/core/v1"
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // statusDrifted reports whether the API server's copy of a pod's status disagrees with the
 // kubelet's own on what other controllers act on: the phase and the Ready and ContainersReady
@@ -32,12 +38,27 @@ func conditionStatus(s *corev1.PodStatus, t corev1.PodConditionType) corev1.Cond
 	return ""
 }
 
-// apiStatus is the pod's status as the API server (the informer cache) has it, or nil.
-func (w *podWorker) apiStatus() *corev1.PodStatus {
-	if l := w.k.podLister; l != nil {
-		if p, err := l.Pods(w.namespace).Get(w.name); err == nil && p.UID == w.uid {
-			return &p.Status
-		}
+// restoreStatus writes the kubelet's status of the pod (pod.Status) to the API when the API's
+// copy drifted from it, and reports whether it tried. It writes directly: virtual-kubelet skips a
+// notification equal to its previous one, and ours did not change. A conflict (the informer
+// copy was stale) is retried at the next tick.
+func (k *Kubelet) restoreStatus(w *podWorker, pod *corev1.Pod) bool {
+	l := k.podLister
+	if l == nil || k.cfg.Client == nil {
+		return false
 	}
-	return nil
+	api, err := l.Pods(w.namespace).Get(w.name)
+	if err != nil || api.UID != w.uid || !statusDrifted(&api.Status, &pod.Status) {
+		return false
+	}
+	upd := api.DeepCopy()
+	upd.Status = pod.Status
+	ctx, cancel := context.WithTimeout(k.runCtx, 10*time.Second)
+	defer cancel()
+	if _, err := k.cfg.Client.CoreV1().Pods(w.namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		w.log.Warn("restore the pod status another writer changed", "err", err)
+		return true
+	}
+	w.log.Info("restored the pod status another writer changed", "apiPhase", api.Status.Phase, "apiReady", conditionStatus(&api.Status, corev1.PodReady))
+	return true
 }
