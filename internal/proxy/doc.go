@@ -22,8 +22,8 @@
 // daddr . l4proto . dport in the verdict map @service-ips (ClusterIPs,
 // externalIPs, LoadBalancer ingress IPs) and l4proto . dport in
 // @service-nodeports (NodePorts), so the per-packet cost does not grow with
-// the number of Services. Service chains pick an endpoint with numgen random;
-// endpoint chains DNAT. Service ports without usable endpoints are in
+// the number of Services. Service chains pick an endpoint with a cascade of
+// numgen random matches; endpoint chains DNAT. Service ports without usable endpoints are in
 // @no-endpoint-services / @no-endpoint-nodeports, checked from the filter
 // input/forward/output hooks, and are rejected (TCP reset, ICMP port
 // unreachable otherwise), never silently dropped.

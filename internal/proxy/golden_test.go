@@ -12,7 +12,8 @@ add rule ip knet-proxy endpoint-ns1/web/tcp/80__10.244.1.5/8080 meta l4proto tcp
 add rule ip knet-proxy endpoint-ns1/web/tcp/80__10.244.2.5/8080 ip saddr 10.244.2.5 jump mark-for-masquerade
 add rule ip knet-proxy endpoint-ns1/web/tcp/80__10.244.2.5/8080 meta l4proto tcp dnat to 10.244.2.5:8080
 add rule ip knet-proxy service-ns1/web/tcp/80 ip daddr 10.96.0.10 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/web/tcp/80 numgen random mod 2 vmap { 0 : goto endpoint-ns1/web/tcp/80__10.244.1.5/8080 , 1 : goto endpoint-ns1/web/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/web/tcp/80 numgen random mod 2 == 0 goto endpoint-ns1/web/tcp/80__10.244.1.5/8080
+add rule ip knet-proxy service-ns1/web/tcp/80 goto endpoint-ns1/web/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.10 }
 add element ip knet-proxy service-ips { 10.96.0.10 . tcp . 80 : goto service-ns1/web/tcp/80 }
 `,
@@ -25,7 +26,7 @@ add rule ip knet-proxy endpoint-ns1/np/tcp/80__10.244.2.5/8080 meta l4proto tcp 
 add rule ip knet-proxy external-ns1/np/tcp/80 jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/np/tcp/80 goto service-ns1/np/tcp/80
 add rule ip knet-proxy service-ns1/np/tcp/80 ip daddr 10.96.0.20 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/np/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/np/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/np/tcp/80 goto endpoint-ns1/np/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.20 }
 add element ip knet-proxy service-ips { 10.96.0.20 . tcp . 80 : goto service-ns1/np/tcp/80 }
 add element ip knet-proxy service-nodeports { tcp . 30080 : goto external-ns1/np/tcp/80 }
@@ -39,7 +40,7 @@ add rule ip knet-proxy endpoint-ns1/lb/tcp/80__10.244.2.5/8080 meta l4proto tcp 
 add rule ip knet-proxy external-ns1/lb/tcp/80 jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/lb/tcp/80 goto service-ns1/lb/tcp/80
 add rule ip knet-proxy service-ns1/lb/tcp/80 ip daddr 10.96.0.30 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/lb/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/lb/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/lb/tcp/80 goto endpoint-ns1/lb/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.30 }
 add element ip knet-proxy service-ips { 10.96.0.30 . tcp . 80 : goto service-ns1/lb/tcp/80 }
 add element ip knet-proxy service-ips { 172.18.255.10 . tcp . 80 : goto external-ns1/lb/tcp/80 }
@@ -54,7 +55,7 @@ add rule ip knet-proxy endpoint-ns1/ext/tcp/80__10.244.2.5/8080 meta l4proto tcp
 add rule ip knet-proxy external-ns1/ext/tcp/80 jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/ext/tcp/80 goto service-ns1/ext/tcp/80
 add rule ip knet-proxy service-ns1/ext/tcp/80 ip daddr 10.96.0.40 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/ext/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/ext/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/ext/tcp/80 goto endpoint-ns1/ext/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.40 }
 add element ip knet-proxy service-ips { 10.96.0.40 . tcp . 80 : goto service-ns1/ext/tcp/80 }
 add element ip knet-proxy service-ips { 192.0.2.10 . tcp . 80 : goto external-ns1/ext/tcp/80 }
@@ -79,7 +80,8 @@ add rule ip knet-proxy endpoint-ns1/sticky/tcp/80__10.244.2.5/8080 meta l4proto 
 add rule ip knet-proxy service-ns1/sticky/tcp/80 ip daddr 10.96.0.60 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
 add rule ip knet-proxy service-ns1/sticky/tcp/80 ip saddr @affinity-ns1/sticky/tcp/80__10.244.1.5/8080__600s goto endpoint-ns1/sticky/tcp/80__10.244.1.5/8080
 add rule ip knet-proxy service-ns1/sticky/tcp/80 ip saddr @affinity-ns1/sticky/tcp/80__10.244.2.5/8080__600s goto endpoint-ns1/sticky/tcp/80__10.244.2.5/8080
-add rule ip knet-proxy service-ns1/sticky/tcp/80 numgen random mod 2 vmap { 0 : goto endpoint-ns1/sticky/tcp/80__10.244.1.5/8080 , 1 : goto endpoint-ns1/sticky/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/sticky/tcp/80 numgen random mod 2 == 0 goto endpoint-ns1/sticky/tcp/80__10.244.1.5/8080
+add rule ip knet-proxy service-ns1/sticky/tcp/80 goto endpoint-ns1/sticky/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.60 }
 add element ip knet-proxy service-ips { 10.96.0.60 . tcp . 80 : goto service-ns1/sticky/tcp/80 }
 `,
@@ -97,9 +99,10 @@ add rule ip knet-proxy external-ns1/etp/tcp/80 ip saddr 10.244.0.0/16 goto servi
 add rule ip knet-proxy external-ns1/etp/tcp/80 fib saddr type local jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/etp/tcp/80 fib saddr type local goto service-ns1/etp/tcp/80
 add rule ip knet-proxy external-ns1/etp/tcp/80 goto local-ns1/etp/tcp/80
-add rule ip knet-proxy local-ns1/etp/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/etp/tcp/80__10.244.1.5/8080 }
+add rule ip knet-proxy local-ns1/etp/tcp/80 goto endpoint-ns1/etp/tcp/80__10.244.1.5/8080
 add rule ip knet-proxy service-ns1/etp/tcp/80 ip daddr 10.96.0.70 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/etp/tcp/80 numgen random mod 2 vmap { 0 : goto endpoint-ns1/etp/tcp/80__10.244.1.5/8080 , 1 : goto endpoint-ns1/etp/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/etp/tcp/80 numgen random mod 2 == 0 goto endpoint-ns1/etp/tcp/80__10.244.1.5/8080
+add rule ip knet-proxy service-ns1/etp/tcp/80 goto endpoint-ns1/etp/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.70 }
 add element ip knet-proxy service-ips { 10.96.0.70 . tcp . 80 : goto service-ns1/etp/tcp/80 }
 add element ip knet-proxy service-ips { 172.18.255.11 . tcp . 80 : goto external-ns1/etp/tcp/80 }
@@ -115,7 +118,7 @@ add rule ip knet-proxy external-ns1/etp-remote/tcp/80 ip saddr 10.244.0.0/16 got
 add rule ip knet-proxy external-ns1/etp-remote/tcp/80 fib saddr type local jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/etp-remote/tcp/80 fib saddr type local goto service-ns1/etp-remote/tcp/80
 add rule ip knet-proxy service-ns1/etp-remote/tcp/80 ip daddr 10.96.0.71 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/etp-remote/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/etp-remote/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/etp-remote/tcp/80 goto endpoint-ns1/etp-remote/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.71 }
 add element ip knet-proxy no-endpoint-nodeports { tcp . 30084 comment "ns1/etp-remote:http" : goto reject-chain }
 add element ip knet-proxy no-endpoint-services { 172.18.255.12 . tcp . 80 comment "ns1/etp-remote:http" : goto reject-chain }
@@ -129,7 +132,7 @@ add chain ip knet-proxy local-ns1/itp/tcp/80
 add rule ip knet-proxy endpoint-ns1/itp/tcp/80__10.244.1.5/8080 ip saddr 10.244.1.5 jump mark-for-masquerade
 add rule ip knet-proxy endpoint-ns1/itp/tcp/80__10.244.1.5/8080 meta l4proto tcp dnat to 10.244.1.5:8080
 add rule ip knet-proxy local-ns1/itp/tcp/80 ip daddr 10.96.0.80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy local-ns1/itp/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/itp/tcp/80__10.244.1.5/8080 }
+add rule ip knet-proxy local-ns1/itp/tcp/80 goto endpoint-ns1/itp/tcp/80__10.244.1.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.80 }
 add element ip knet-proxy service-ips { 10.96.0.80 . tcp . 80 : goto local-ns1/itp/tcp/80 }
 `,
@@ -143,7 +146,7 @@ add chain ip knet-proxy service-ns1/term/tcp/80
 add rule ip knet-proxy endpoint-ns1/term/tcp/80__10.244.2.21/8080 ip saddr 10.244.2.21 jump mark-for-masquerade
 add rule ip knet-proxy endpoint-ns1/term/tcp/80__10.244.2.21/8080 meta l4proto tcp dnat to 10.244.2.21:8080
 add rule ip knet-proxy service-ns1/term/tcp/80 ip daddr 10.96.0.90 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/term/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/term/tcp/80__10.244.2.21/8080 }
+add rule ip knet-proxy service-ns1/term/tcp/80 goto endpoint-ns1/term/tcp/80__10.244.2.21/8080
 add element ip knet-proxy cluster-ips { 10.96.0.90 }
 add element ip knet-proxy service-ips { 10.96.0.90 . tcp . 80 : goto service-ns1/term/tcp/80 }
 `,
@@ -157,9 +160,9 @@ add rule ip knet-proxy endpoint-ns1/multi/sctp/9999__10.244.2.5/9999 meta l4prot
 add rule ip knet-proxy endpoint-ns1/multi/udp/53__10.244.2.5/5353 ip saddr 10.244.2.5 jump mark-for-masquerade
 add rule ip knet-proxy endpoint-ns1/multi/udp/53__10.244.2.5/5353 meta l4proto udp dnat to 10.244.2.5:5353
 add rule ip knet-proxy service-ns1/multi/sctp/9999 ip daddr 10.96.0.100 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/multi/sctp/9999 numgen random mod 1 vmap { 0 : goto endpoint-ns1/multi/sctp/9999__10.244.2.5/9999 }
+add rule ip knet-proxy service-ns1/multi/sctp/9999 goto endpoint-ns1/multi/sctp/9999__10.244.2.5/9999
 add rule ip knet-proxy service-ns1/multi/udp/53 ip daddr 10.96.0.100 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/multi/udp/53 numgen random mod 1 vmap { 0 : goto endpoint-ns1/multi/udp/53__10.244.2.5/5353 }
+add rule ip knet-proxy service-ns1/multi/udp/53 goto endpoint-ns1/multi/udp/53__10.244.2.5/5353
 add element ip knet-proxy cluster-ips { 10.96.0.100 }
 add element ip knet-proxy service-ips { 10.96.0.100 . sctp . 9999 : goto service-ns1/multi/sctp/9999 }
 add element ip knet-proxy service-ips { 10.96.0.100 . udp . 53 : goto service-ns1/multi/udp/53 }
@@ -170,7 +173,7 @@ add chain ip knet-proxy service-ns1/close/tcp/80
 add rule ip knet-proxy endpoint-ns1/close/tcp/80__10.244.2.30/8080 ip saddr 10.244.2.30 jump mark-for-masquerade
 add rule ip knet-proxy endpoint-ns1/close/tcp/80__10.244.2.30/8080 meta l4proto tcp dnat to 10.244.2.30:8080
 add rule ip knet-proxy service-ns1/close/tcp/80 ip daddr 10.96.0.110 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/close/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/close/tcp/80__10.244.2.30/8080 }
+add rule ip knet-proxy service-ns1/close/tcp/80 goto endpoint-ns1/close/tcp/80__10.244.2.30/8080
 add element ip knet-proxy cluster-ips { 10.96.0.110 }
 add element ip knet-proxy service-ips { 10.96.0.110 . tcp . 80 : goto service-ns1/close/tcp/80 }
 `,
@@ -180,7 +183,7 @@ add chain ip knet-proxy service-ns1/same/tcp/80
 add rule ip knet-proxy endpoint-ns1/same/tcp/80__10.244.1.40/8080 ip saddr 10.244.1.40 jump mark-for-masquerade
 add rule ip knet-proxy endpoint-ns1/same/tcp/80__10.244.1.40/8080 meta l4proto tcp dnat to 10.244.1.40:8080
 add rule ip knet-proxy service-ns1/same/tcp/80 ip daddr 10.96.0.120 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/same/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/same/tcp/80__10.244.1.40/8080 }
+add rule ip knet-proxy service-ns1/same/tcp/80 goto endpoint-ns1/same/tcp/80__10.244.1.40/8080
 add element ip knet-proxy cluster-ips { 10.96.0.120 }
 add element ip knet-proxy service-ips { 10.96.0.120 . tcp . 80 : goto service-ns1/same/tcp/80 }
 `,
@@ -198,7 +201,7 @@ add rule ip knet-proxy external-ns1/fw/tcp/80 jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/fw/tcp/80 goto service-ns1/fw/tcp/80
 add rule ip knet-proxy firewall-ns1/fw/tcp/80 ip saddr != { 192.0.2.0/24, 172.18.0.100/32, 198.51.100.0/24 } drop
 add rule ip knet-proxy service-ns1/fw/tcp/80 ip daddr 10.96.0.130 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/fw/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/fw/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/fw/tcp/80 goto endpoint-ns1/fw/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.130 }
 add element ip knet-proxy firewall-ips { 172.18.255.13 . tcp . 80 : goto firewall-ns1/fw/tcp/80 }
 add element ip knet-proxy service-ips { 10.96.0.130 . tcp . 80 : goto service-ns1/fw/tcp/80 }
@@ -216,7 +219,7 @@ add rule ip knet-proxy external-ns1/fw-node/tcp/80 jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/fw-node/tcp/80 goto service-ns1/fw-node/tcp/80
 add rule ip knet-proxy firewall-ns1/fw-node/tcp/80 ip saddr != { 172.18.0.0/24, 172.18.255.14 } drop
 add rule ip knet-proxy service-ns1/fw-node/tcp/80 ip daddr 10.96.0.131 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/fw-node/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/fw-node/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/fw-node/tcp/80 goto endpoint-ns1/fw-node/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.131 }
 add element ip knet-proxy firewall-ips { 172.18.255.14 . tcp . 80 : goto firewall-ns1/fw-node/tcp/80 }
 add element ip knet-proxy service-ips { 10.96.0.131 . tcp . 80 : goto service-ns1/fw-node/tcp/80 }
@@ -234,7 +237,7 @@ add rule ip knet-proxy external-ns1/fw-bad/tcp/80 jump mark-for-masquerade
 add rule ip knet-proxy external-ns1/fw-bad/tcp/80 goto service-ns1/fw-bad/tcp/80
 add rule ip knet-proxy firewall-ns1/fw-bad/tcp/80 drop
 add rule ip knet-proxy service-ns1/fw-bad/tcp/80 ip daddr 10.96.0.132 ip saddr != 10.244.0.0/16 jump mark-for-masquerade
-add rule ip knet-proxy service-ns1/fw-bad/tcp/80 numgen random mod 1 vmap { 0 : goto endpoint-ns1/fw-bad/tcp/80__10.244.2.5/8080 }
+add rule ip knet-proxy service-ns1/fw-bad/tcp/80 goto endpoint-ns1/fw-bad/tcp/80__10.244.2.5/8080
 add element ip knet-proxy cluster-ips { 10.96.0.132 }
 add element ip knet-proxy firewall-ips { 172.18.255.15 . tcp . 80 : goto firewall-ns1/fw-bad/tcp/80 }
 add element ip knet-proxy service-ips { 10.96.0.132 . tcp . 80 : goto service-ns1/fw-bad/tcp/80 }

@@ -2,6 +2,10 @@ package proxy
 
 import (
 	"context"
+	"fmt"
+	"math"
+	"regexp"
+	"strconv"
 	"net/netip"
 	"strings"
 	"testing"
@@ -354,5 +358,54 @@ func TestSourceRanges(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEndpointPickIsUniform: in every Service chain the cascade of numgen
+// matches gives each endpoint the same probability and always picks one.
+func TestEndpointPickIsUniform(t *testing.T) {
+	objs := []any{}
+	for _, c := range ruleCases() {
+		objs = append(objs, c.objs...)
+	}
+	var five []ep
+	for i := range 5 {
+		five = append(five, ep{ip: fmt.Sprintf("10.244.3.%d", i+1), node: "node-c"})
+	}
+	objs = append(objs, makeService("ns1", "five", "10.96.0.140", nil), makeSlice("ns1", "five", "five-1", "http", v1.ProtocolTCP, 8080, five...))
+	nft, _ := applyFull(t, testInputs(objs...))
+	reCascade := regexp.MustCompile(`^numgen random mod (\d+) == 0 goto (endpoint-\S+)$`)
+	checked := 0
+	for name, ch := range nft.Table.Chains {
+		if !strings.HasPrefix(name, prefixCluster) && !strings.HasPrefix(name, prefixLocal) {
+			continue
+		}
+		p := map[string]float64{}
+		left := 1.0
+		for _, r := range ch.Rules {
+			if m := reCascade.FindStringSubmatch(r.Rule); m != nil {
+				k, _ := strconv.Atoi(m[1])
+				p[m[2]] += left / float64(k)
+				left *= float64(k-1) / float64(k)
+			} else if target, ok := strings.CutPrefix(r.Rule, "goto "+prefixEndpoint); ok {
+				p[prefixEndpoint+target] += left
+				left = 0
+			}
+		}
+		if len(p) == 0 {
+			continue
+		}
+		checked++
+		if left > 1e-9 {
+			t.Errorf("%s: %.3f of new connections pick no endpoint", name, left)
+		}
+		for ep, prob := range p {
+			if math.Abs(prob-1/float64(len(p))) > 1e-9 {
+				t.Errorf("%s: endpoint %s has probability %.4f, want 1/%d", name, ep, prob, len(p))
+			}
+		}
+	}
+	if checked < 10 {
+		t.Errorf("checked only %d Service chains", checked)
 	}
 }

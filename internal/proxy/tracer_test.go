@@ -32,7 +32,7 @@ type traceResult struct {
 // tracer walks a packet through the rules in a knftables.Fake, the way the
 // kernel would walk the hooks: nat (prerouting or output), then filter
 // (input, forward or output) on the possibly DNATed destination, then nat
-// postrouting. A numgen vmap is followed into every branch. Any rule it
+// postrouting. Every branch of a numgen cascade is followed. Any rule it
 // does not understand fails the test, so new rule shapes must be taught
 // here before they can be tested.
 type tracer struct {
@@ -101,8 +101,7 @@ var (
 
 	reDispatch     = regexp.MustCompile(`^ip daddr \. meta l4proto \. th dport vmap @(\S+)$`)
 	rePortDispatch = regexp.MustCompile(`^meta l4proto \. th dport vmap @(\S+)$`)
-	reNumgen       = regexp.MustCompile(`^numgen random mod (\d+) vmap \{ (.*) \}$`)
-	reNumgenEntry  = regexp.MustCompile(`^(\d+) : goto (\S+)$`)
+	reNumgen       = regexp.MustCompile(`^numgen random mod (\d+) == 0 goto (\S+)$`)
 	reJump         = regexp.MustCompile(`^(jump|goto) (\S+)$`)
 	reDNAT         = regexp.MustCompile(`^dnat to (\S+)$`)
 	reReject       = regexp.MustCompile(`^reject( with tcp reset)?$`)
@@ -233,26 +232,15 @@ func (tr *tracer) action(chain, rule string, st *pktState) (string, bool) {
 	case rePortDispatch.MatchString(rule):
 		return verdict(lookup(rePortDispatch.FindStringSubmatch(rule)[1], st.proto, strconv.Itoa(st.dport)))
 	case reNumgen.MatchString(rule):
+		// A random pick that may or may not happen: follow the branch,
+		// keep what it would do, and go on with the next rule as well.
 		m := reNumgen.FindStringSubmatch(rule)
-		entries := strings.Split(m[2], " , ")
-		if n, _ := strconv.Atoi(m[1]); n != len(entries) {
-			tr.t.Fatalf("tracer: %s: numgen mod %d with %d entries", chain, n, len(entries))
-		}
-		merged := *st
-		var last string
-		for i, e := range entries {
-			em := reNumgenEntry.FindStringSubmatch(e)
-			if em == nil || em[1] != strconv.Itoa(i) {
-				tr.t.Fatalf("tracer: %s: bad numgen entry %q", chain, e)
-			}
-			branch := *st
-			branch.dnat = nil
-			last = tr.run(em[2], &branch)
-			merged.dnat = append(merged.dnat, branch.dnat...)
-			merged.mark = merged.mark || branch.mark
-		}
-		*st = merged
-		return last, true
+		branch := *st
+		branch.dnat = nil
+		tr.run(m[2], &branch)
+		st.dnat = append(st.dnat, branch.dnat...)
+		st.mark = st.mark || branch.mark
+		return "", false
 	case reJump.MatchString(rule):
 		return verdict(rule)
 	case reDNAT.MatchString(rule):
