@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/netip"
 	"regexp"
 	"strconv"
-	"net/netip"
 	"strings"
 	"testing"
 
