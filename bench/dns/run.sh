@@ -23,9 +23,16 @@ knet=${KNET_BIN:-bin/knet}
 duration=8
 clients=8
 outstanding=64
-knet_port=5301
-knet_health=18081
-coredns_port=5302
+# Loopback ports; other benchmarks on the machine use the common ones (agnhost took 18081).
+knet_port=${KNET_PORT:-5331}
+knet_health=${KNET_HEALTH_PORT:-18531}
+coredns_port=${COREDNS_PORT:-5332}
+for p in "$knet_port" "$knet_health" "$coredns_port"; do
+	if ss -Hltun "sport = :$p" | grep -q .; then
+		echo "port $p is in use on this machine: set KNET_PORT, KNET_HEALTH_PORT or COREDNS_PORT" >&2
+		exit 1
+	fi
+done
 
 command -v dnsperf >/dev/null || { echo "dnsperf is missing: apt-get install -y dnsperf" >&2; exit 1; }
 # bin/knet is owned by the cmd/knet build (hack/build.sh); build it only when it is missing.

@@ -21,6 +21,15 @@ func FuzzHandle(f *testing.F) {
 		{"20.0.96.10.in-addr.arpa.", dns.TypePTR, true},
 		{"example.com.", dns.TypeA, false},
 		{"dns-version.cluster.local.", dns.TypeTXT, true},
+		{"cluster.local.", dns.TypeTXT, false},
+		{"x.10-244-0-1.default.pod.cluster.local.", dns.TypeSRV, true},
+		{"_x._tcp.ext.default.svc.cluster.local.", dns.TypeA, false},
+		{"self.default.svc.cluster.local.", dns.TypeCNAME, false},
+		{"10.in-addr.arpa.", dns.TypeSOA, true},
+		{"IN-ADDR.ARPA.", dns.TypeNS, false},
+		{"_HTTP._TCP.WEB.DEFAULT.SVC.CLUSTER.LOCAL.", dns.TypeSRV, true},
+		{"web.nope-ns.svc.cluster.local.", dns.TypeA, false},
+		{`a\.b.web.default.svc.cluster.local.`, dns.TypeA, false},
 	} {
 		m := query(q.name, q.qtype)
 		if q.edns {

@@ -108,8 +108,12 @@ func (s *snapshot) resolve(q question, chain int) result {
 // and "svc", "pod" and "<ns>.svc"/"<ns>.pod" of an existing namespace,
 // which exist without records.
 func (s *snapshot) records(rel string) ([]hit, bool) {
-	labels := strings.Split(rel, ".")
+	// SplitDomainName keeps escaped dots inside their label, as CoreDNS parses.
+	labels := dns.SplitDomainName(rel)
 	n := len(labels)
+	if n == 0 {
+		return nil, false // the apex: CoreDNS's Records has nothing for it
+	}
 	kind := labels[n-1]
 	if (kind != "svc" && kind != "pod") || n > 5 {
 		return nil, false
