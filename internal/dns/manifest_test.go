@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
 	appsv1 "k8s.io/api/apps/v1"
 	v1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/client-go/kubernetes/fake"
 	"sigs.k8s.io/yaml"
 )
 
@@ -76,6 +78,19 @@ func TestManifest(t *testing.T) {
 	}
 	if !slices.Contains(c.Command, "--health-listen=:8080") || !slices.Contains(c.Command, "--listen=:53") {
 		t.Errorf("command %v does not listen where the probes and Service point", c.Command)
+	}
+	// `knet dns` and the knet-dns binary it execs share one flag set: the
+	// manifest's arguments must parse there and give a valid Config.
+	var cl CommandLine
+	fs := pflag.NewFlagSet("knet-dns", pflag.ContinueOnError)
+	cl.AddFlags(fs)
+	if err := fs.Parse(c.Command[2:]); err != nil {
+		t.Errorf("knet-dns does not take the manifest's arguments %v: %v", c.Command[2:], err)
+	}
+	cl.Config.Source = fakeSource(fake.NewClientset())
+	cl.Config.Defaults()
+	if err := cl.Config.Validate(); err != nil {
+		t.Errorf("the manifest's arguments give an invalid config: %v", err)
 	}
 	var resources []string
 	for _, r := range role.Rules {

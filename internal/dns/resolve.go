@@ -99,8 +99,8 @@ func (s *snapshot) resolve(q question, chain int) result {
 }
 
 // records is CoreDNS's Records for a name relative to the zone (lowercase,
-// no trailing dot, not empty): what the name stands for, and ok=false for
-// NXDOMAIN. Its shapes are
+// no trailing dot): what the name stands for, and ok=false for NXDOMAIN
+// (also for the apex, ""). Its shapes are
 //
 //	<service>.<ns>.svc  <endpoint>.<service>.<ns>.svc  _<port>._<proto>.<service>.<ns>.svc
 //	<a-b-c-d>.<ns>.pod  (with up to two more labels in front, ignored)
