@@ -9,6 +9,7 @@ version=v1.35.4
 mkdir -p bin
 go build -ldflags "-X k8s.io/component-base/version.gitVersion=$version" -o bin/knet ./cmd/knet
 CGO_ENABLED=0 go build -o bin/knet-sandbox ./internal/sandbox/helper
+CGO_ENABLED=0 go build -o bin/knet-cni ./internal/cni/plugin  # the CNI plugin the nodes install: no Kubernetes init per exec
 CGO_ENABLED=0 go build -o bin/knet-dns ./cmd/knet-dns  # `knet dns` execs it when present: DNS without the control plane
 CGO_ENABLED=0 go build -o bin/agnhost k8s.io/kubernetes/test/images/agnhost
 # Files the agnhost image ships beside the binary (porter serves TLS with them).

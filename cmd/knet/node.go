@@ -139,14 +139,21 @@ func runNode(ctx context.Context, cfg nodeConfig) error {
 	return kl.Run(ctx)
 }
 
-// installCNIBinary makes the knet binary available as the CNI plugin "knet" in binDir.
+// installCNIBinary makes the CNI plugin "knet" (the conflist's type) available in binDir: the
+// small knet-cni binary next to knet when it is there — the runtime execs the plugin for every
+// pod ADD and DEL, and knet-cni skips the ~130 ms of Kubernetes package init the full binary
+// pays on each exec — else the knet binary itself, which implements the same plugin.
 func installCNIBinary(self, binDir string) error {
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return err
 	}
+	target := self
+	if near := filepath.Join(filepath.Dir(self), "knet-cni"); isFile(near) {
+		target = near
+	}
 	link := filepath.Join(binDir, "knet")
 	_ = os.Remove(link)
-	return os.Symlink(self, link)
+	return os.Symlink(target, link)
 }
 
 func writeCNIConfig(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg nodeConfig, dir string) {
@@ -196,11 +203,15 @@ func writeNodeResolvConf(path string) error {
 // start-up: it links no Kubernetes packages, so each pod start skips their init work. The knet
 // binary itself implements the same entry points and is the fallback.
 func sandboxHelper(self string) string {
-	near := filepath.Join(filepath.Dir(self), "knet-sandbox")
-	if _, err := os.Stat(near); err == nil {
+	if near := filepath.Join(filepath.Dir(self), "knet-sandbox"); isFile(near) {
 		return near
 	}
 	return self
+}
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // startServiceProxy runs the service proxy for this node (its nftables table lives in the node's
