@@ -159,6 +159,18 @@ func (e *stdExchange) discard()                           { clear(e.w.Header()) 
 func (e *stdExchange) reply(l *listener, bc *backendConn) { l.copyResponse(e.w, bc, &e.head) }
 func (e *stdExchange) fail(code int, msg string)          { httpError(e.w, code, msg) }
 
+// noResponse classifies a failure to read the first byte of a response:
+// the backend closed or reset the connection (errNoResponse, which allows a
+// retry), unless it simply did not answer in time (a timeout, never
+// retried: that would double the wait before the 504).
+func noResponse(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("wait for the response: %w", err)
+	}
+	return fmt.Errorf("%w: %w", errNoResponse, err)
+}
+
 // forward sends the request over a pooled HTTP/1.1 connection and copies
 // the response back.
 func (l *listener) forward(w http.ResponseWriter, r *http.Request, be *backend) {
@@ -378,10 +390,10 @@ type respHead struct {
 // and skipping 1xx interim responses other than 101.
 func readResponseHead(bc *backendConn, hdr http.Header, h *respHead, isHead bool, timeout time.Duration) error {
 	br := bc.br
-	bc.conn.SetReadDeadline(time.Now().Add(timeout))
-	defer bc.conn.SetReadDeadline(time.Time{})
+	bc.deadline.set(bc.conn, time.Now().Add(timeout))
+	defer bc.deadline.set(bc.conn, time.Time{})
 	if _, err := br.Peek(1); err != nil {
-		return fmt.Errorf("%w: %w", errNoResponse, err)
+		return noResponse(err)
 	}
 	for {
 		*h = respHead{contentLength: -1}
@@ -567,9 +579,9 @@ func (l *listener) copyN(w http.ResponseWriter, bc *backendConn, n int64) error 
 			if n > 0 {
 				flush(w)
 			}
-			bc.conn.SetReadDeadline(time.Now().Add(l.backendTimeout))
+			bc.deadline.set(bc.conn, time.Now().Add(l.backendTimeout))
 			_, err := br.Peek(1)
-			bc.conn.SetReadDeadline(time.Time{})
+			bc.deadline.set(bc.conn, time.Time{})
 			if err != nil {
 				return fmt.Errorf("read response body: %w", err)
 			}
@@ -598,7 +610,7 @@ func (l *listener) copyChunked(w http.ResponseWriter, bc *backendConn) error {
 	for {
 		if bc.br.Buffered() == 0 {
 			flush(w)
-			bc.conn.SetReadDeadline(time.Now().Add(l.backendTimeout))
+			bc.deadline.set(bc.conn, time.Now().Add(l.backendTimeout))
 		}
 		n, err := cr.Read(*buf)
 		if n > 0 {
@@ -620,7 +632,7 @@ func (l *listener) copyChunked(w http.ResponseWriter, bc *backendConn) error {
 			return fmt.Errorf("read response trailer: %w", err)
 		}
 		if len(line) == 0 {
-			bc.conn.SetReadDeadline(time.Time{})
+			bc.deadline.set(bc.conn, time.Time{})
 			return nil
 		}
 	}
@@ -632,7 +644,7 @@ func (l *listener) copyUntilEOF(w http.ResponseWriter, bc *backendConn) error {
 	for {
 		if bc.br.Buffered() == 0 {
 			flush(w)
-			bc.conn.SetReadDeadline(time.Now().Add(l.backendTimeout))
+			bc.deadline.set(bc.conn, time.Now().Add(l.backendTimeout))
 		}
 		n, err := bc.br.Read(*buf)
 		if n > 0 {

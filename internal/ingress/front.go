@@ -179,7 +179,7 @@ type frontConn struct {
 	bw       *bufio.Writer
 	clientIP string
 	state    atomic.Int32
-	deadline time.Time // current read deadline (zero: none)
+	deadline lazyDeadline
 
 	req  frontRequest
 	resp []byte // response head being received, reused
@@ -246,24 +246,40 @@ func (fc *frontConn) serve() (handoff bool) {
 	}
 }
 
-// setReadDeadline sets the read deadline to now+d (none when d is 0),
-// skipping the timer update when the current deadline is within a second
-// of it and not later: a keep-alive connection then touches its timer
-// about once a second instead of once per request.
+// setReadDeadline sets the client read deadline to about now+d (none
+// when d is 0).
 func (fc *frontConn) setReadDeadline(d time.Duration) {
 	if d <= 0 {
-		if !fc.deadline.IsZero() {
-			fc.deadline = time.Time{}
-			fc.conn.SetReadDeadline(time.Time{})
-		}
+		fc.deadline.set(fc.conn, time.Time{})
 		return
 	}
+	fc.deadline.extend(fc.conn, d)
+}
+
+// lazyDeadline is a connection's read deadline, remembered so that moving
+// it forward by less than a slack of min(1s, d/8) is skipped: a busy
+// keep-alive connection then updates its runtime timer about once a second
+// instead of once or twice per request, and a timeout of d fires after
+// d-slack to d.
+type lazyDeadline struct{ at time.Time }
+
+// set sets the deadline to t exactly (zero: none).
+func (ld *lazyDeadline) set(c net.Conn, t time.Time) {
+	if t.Equal(ld.at) {
+		return
+	}
+	ld.at = t
+	c.SetReadDeadline(t)
+}
+
+// extend makes the deadline fall between now+d-slack and now+d.
+func (ld *lazyDeadline) extend(c net.Conn, d time.Duration) {
 	want := time.Now().Add(d)
-	if !fc.deadline.IsZero() && !fc.deadline.After(want) && want.Sub(fc.deadline) < time.Second {
+	if !ld.at.IsZero() && !ld.at.After(want) && want.Sub(ld.at) < min(time.Second, d/8) {
 		return
 	}
-	fc.deadline = want
-	fc.conn.SetReadDeadline(want)
+	ld.at = want
+	c.SetReadDeadline(want)
 }
 
 var crlfcrlf = []byte("\r\n\r\n")
@@ -510,10 +526,11 @@ func (fc *frontConn) send(l *listener, bc *backendConn) error {
 // client will get: status line, end-to-end headers, framing of this hop.
 func (fc *frontConn) receive(l *listener, bc *backendConn) error {
 	br := bc.br
-	bc.conn.SetReadDeadline(time.Now().Add(l.backendTimeout))
-	defer bc.conn.SetReadDeadline(time.Time{})
+	// The deadline stays when the connection goes back to its pool: every
+	// reader of a backend connection sets its own before reading.
+	bc.deadline.extend(bc.conn, l.backendTimeout)
 	if _, err := br.Peek(1); err != nil {
-		return fmt.Errorf("%w: %w", errNoResponse, err)
+		return noResponse(err)
 	}
 	h := &fc.body
 	for {
@@ -715,10 +732,8 @@ func (fc *frontConn) copyN(l *listener, bc *backendConn, n int64) error {
 			if err := fc.bw.Flush(); err != nil {
 				return err
 			}
-			bc.conn.SetReadDeadline(time.Now().Add(l.backendTimeout))
-			_, err := br.Peek(1)
-			bc.conn.SetReadDeadline(time.Time{})
-			if err != nil {
+			bc.deadline.extend(bc.conn, l.backendTimeout)
+			if _, err := br.Peek(1); err != nil {
 				return fmt.Errorf("read response body: %w", err)
 			}
 		}

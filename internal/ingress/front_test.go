@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,8 +22,9 @@ import (
 // delimited by closing the connection, /connhdr a header its Connection
 // header marks hop-by-hop, /slow after 300ms; anything else echoes the
 // request line and the headers the proxy sent.
-func rawBackend(t *testing.T) int32 {
+func rawBackend(t *testing.T) (port int32, slowHits *atomic.Int32) {
 	t.Helper()
+	slowHits = new(atomic.Int32)
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		switch r.URL.Path {
@@ -45,6 +47,7 @@ func rawBackend(t *testing.T) int32 {
 			}
 			bw.Flush()
 		case "/slow":
+			slowHits.Add(1)
 			time.Sleep(300 * time.Millisecond)
 			io.WriteString(w, "slow done")
 		default:
@@ -55,11 +58,11 @@ func rawBackend(t *testing.T) int32 {
 		}
 	}))
 	t.Cleanup(s.Close)
-	return int32(s.Listener.Addr().(*net.TCPAddr).Port)
+	return int32(s.Listener.Addr().(*net.TCPAddr).Port), slowHits
 }
 
 func frontEnv(t *testing.T) *env {
-	port := rawBackend(t)
+	port, _ := rawBackend(t)
 	ing := newIngress("web", "site", 0, httpRule("raw.example", ingPath("/", networkingv1.PathTypePrefix, "raw", 80)))
 	e := startEnv(t, append(serviceFor("web", "raw", port), ing, knetClass(true))...)
 	waitFor(t, "route", func() bool { code, _ := e.get(t, "raw.example", "/"); return code == 200 })
@@ -199,7 +202,7 @@ func TestFrontHeadersAndFraming(t *testing.T) {
 }
 
 func TestFrontShutdownFinishesRequestInFlight(t *testing.T) {
-	port := rawBackend(t)
+	port, _ := rawBackend(t)
 	ing := newIngress("web", "site", 0, httpRule("raw.example", ingPath("/", networkingv1.PathTypePrefix, "raw", 80)))
 	cfg := testConfig(fake.NewClientset(append(serviceFor("web", "raw", port), ing, knetClass(true))...))
 	cfg.MinSyncInterval = 10 * time.Millisecond
@@ -247,5 +250,61 @@ func TestFrontShutdownFinishesRequestInFlight(t *testing.T) {
 	idle.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if _, err := idle.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("idle connection after shutdown: read %v, want EOF", err)
+	}
+}
+
+func TestFrontBackendTimeoutIs504AndConnectionGoesOn(t *testing.T) {
+	port, slowHits := rawBackend(t)
+	ing := newIngress("web", "site", 0, httpRule("raw.example", ingPath("/", networkingv1.PathTypePrefix, "raw", 80)))
+	cfg := testConfig(fake.NewClientset(append(serviceFor("web", "raw", port), ing, knetClass(true))...))
+	cfg.MinSyncInterval = 10 * time.Millisecond
+	cfg.Recorder = record.NewFakeRecorder(100)
+	cfg.BackendTimeout = 150 * time.Millisecond
+	c, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h, _, _ := c.Addrs()
+	waitFor(t, "route", func() bool {
+		return exchangeRaw(t, h.String(), "GET / HTTP/1.1\r\nHost: raw.example\r\n\r\n", 1)[0].StatusCode == 200
+	})
+	// Quick requests spaced by less than the timeout must not inherit an
+	// old deadline; /slow (300ms) must time out; the connection then serves
+	// the next request.
+	var raw strings.Builder
+	for range 4 {
+		raw.WriteString("GET /q HTTP/1.1\r\nHost: raw.example\r\n\r\n")
+	}
+	raw.WriteString("GET /slow HTTP/1.1\r\nHost: raw.example\r\n\r\nGET /after HTTP/1.1\r\nHost: raw.example\r\n\r\n")
+	conn, err := net.Dial("tcp", h.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(conn)
+	var got []int
+	for i, line := range strings.SplitAfter(raw.String(), "\r\n\r\n")[:6] {
+		if i < 4 {
+			time.Sleep(60 * time.Millisecond)
+		}
+		io.WriteString(conn, line)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		got = append(got, resp.StatusCode)
+	}
+	if want := []int{200, 200, 200, 200, 504, 200}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("statuses %v, want %v", got, want)
+	}
+	// A backend that is slow, not gone: the request is not sent again.
+	if n := slowHits.Load(); n != 1 {
+		t.Errorf("the timed-out request reached the backend %d times, want 1", n)
 	}
 }

@@ -109,6 +109,8 @@ type backendConn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
+	// deadline is the read deadline; all its readers set it through here.
+	deadline lazyDeadline
 }
 
 // get returns an idle connection (reused=true) or dials a new one.
