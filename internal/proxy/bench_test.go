@@ -57,7 +57,8 @@ func BenchmarkFullSync(b *testing.B) {
 func BenchmarkIncrementalSync(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
 		in := benchInputs(n)
-		applied := render(Compute(in))
+		var memo Memo
+		applied := renderFrom(ComputeWith(in, &memo), nil)
 		changed := in
 		changed.EndpointSlices = append([]*discovery.EndpointSlice(nil), in.EndpointSlices...)
 		changed.EndpointSlices[0] = makeSlice("bench", "svc-0", "svc-0-1", "http", v1.ProtocolTCP, 8080, ep{ip: "10.200.0.1"})
@@ -67,7 +68,7 @@ func BenchmarkIncrementalSync(b *testing.B) {
 			ops := 0
 			for b.Loop() {
 				tx := nft.NewTransaction()
-				plan(tx, applied, render(Compute(changed)), nil, false)
+				plan(tx, applied, renderFrom(ComputeWith(changed, &memo), applied), nil, false)
 				ops = tx.NumOperations()
 			}
 			b.ReportMetric(float64(ops), "nft-ops")

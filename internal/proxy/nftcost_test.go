@@ -72,7 +72,7 @@ func BenchmarkRealNftablesSync(b *testing.B) {
 				var r2 *ruleset
 				tx2 := nft.NewTransaction()
 				step("incr-compute", func() { st2 = Compute(changed) })
-				step("incr-render", func() { r2 = render(st2) })
+				step("incr-render", func() { r2 = renderFrom(st2, r) })
 				step("incr-plan", func() { plan(tx2, r, r2, nil, false) })
 				step("incr-nft", func() {
 					if err := nft.Run(ctx, tx2); err != nil {

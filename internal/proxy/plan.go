@@ -16,8 +16,10 @@ import (
 // failure, periodic resync): every chain and map is rewritten, and existing
 // (from ListAll) names the objects already in the table so leftovers are
 // removed. Otherwise only the differences are written, and an unchanged
-// table yields an empty transaction. Affinity sets are never flushed, so
-// ClientIP affinity survives syncs.
+// table yields an empty transaction. A ServicePort whose fragment is the
+// same value in both costs nothing, so an incremental sync's cost follows
+// the number of changed ServicePorts, not the number of Services. Affinity
+// sets are never flushed, so ClientIP affinity survives syncs.
 func plan(tx *knftables.Transaction, applied, next *ruleset, existing map[string][]string, recreateBaseChains bool) (stale []string) {
 	full := applied == nil
 	if full {
@@ -36,37 +38,28 @@ func plan(tx *knftables.Transaction, applied, next *ruleset, existing map[string
 		for _, m := range staticMaps {
 			tx.Add(m)
 		}
+		applied = &ruleset{}
 	}
 
-	for _, name := range slices.Sorted(maps.Keys(next.affinity)) {
-		if full {
-			tx.Add(affinitySet(name, next))
-		} else if _, ok := applied.affinity[name]; !ok {
-			tx.Add(affinitySet(name, next))
+	// The pairs of fragments that differ: changed, new (old nil) and gone
+	// (new nil).
+	type pair struct{ old, new *fragment }
+	var pairs []pair
+	for _, name := range next.fragOrder {
+		n, o := next.frags[name], applied.frags[name]
+		if n != o && (o == nil || !n.sameAs(o)) {
+			pairs = append(pairs, pair{o, n})
+		}
+	}
+	for _, name := range applied.fragOrder {
+		if _, ok := next.frags[name]; !ok {
+			pairs = append(pairs, pair{applied.frags[name], nil})
 		}
 	}
 
-	// Declare every new chain before any rule, since rules jump to chains
-	// declared later in name order.
-	var write []string
-	for _, name := range next.chainOrder {
-		if !full {
-			if old, ok := applied.chains[name]; ok {
-				if !slices.Equal(old, next.chains[name]) {
-					write = append(write, name)
-				}
-				continue
-			}
-		}
-		ch := &knftables.Chain{Name: name}
-		if bc, ok := baseChains[name]; ok {
-			ch.Type, ch.Hook, ch.Priority = knftables.PtrTo(bc.typ), knftables.PtrTo(bc.hook), knftables.PtrTo(bc.priority)
-		}
-		tx.Add(ch)
-		write = append(write, name)
-	}
-	// A chain that did not exist before is empty; skipping its flush saves
-	// a sixth of a full sync's operations at 10k Services.
+	// Chains that existed before this transaction are flushed before they
+	// are rewritten; a new one is empty, and skipping its flush saves a sixth
+	// of a full sync's operations at 10k Services.
 	var existed map[string]bool
 	if full && existing != nil {
 		existed = make(map[string]bool, len(existing["chain"]))
@@ -74,16 +67,75 @@ func plan(tx *knftables.Transaction, applied, next *ruleset, existing map[string
 			existed[c] = true
 		}
 	}
-	for _, name := range write {
-		if existed == nil || existed[name] || (!full && applied.hasChain(name)) {
-			tx.Flush(&knftables.Chain{Name: name})
+	flushFirst := func(name string, hadIt bool) bool {
+		if full {
+			return existed == nil || existed[name]
 		}
-		for _, rule := range next.chains[name] {
-			tx.Add(&knftables.Rule{Chain: name, Rule: rule})
+		return hadIt
+	}
+
+	// Affinity sets and every new chain are declared before any rule, since
+	// rules refer to sets and to chains declared later.
+	for _, p := range pairs {
+		if p.new == nil {
+			continue
+		}
+		for _, a := range p.new.affinity {
+			if p.old == nil || !slices.Contains(p.old.affinity, a) {
+				tx.Add(affinitySet(a))
+			}
+		}
+	}
+	type write struct {
+		name  string
+		rules []string
+		flush bool
+	}
+	var writes []write
+	for _, name := range next.chainOrder {
+		rules := next.chains[name]
+		old, had := applied.chains[name]
+		if had && slices.Equal(old, rules) {
+			continue
+		}
+		if !had {
+			ch := &knftables.Chain{Name: name}
+			if bc, ok := baseChains[name]; ok {
+				ch.Type, ch.Hook, ch.Priority = knftables.PtrTo(bc.typ), knftables.PtrTo(bc.hook), knftables.PtrTo(bc.priority)
+			}
+			tx.Add(ch)
+		}
+		writes = append(writes, write{name, rules, flushFirst(name, had)})
+	}
+	for _, p := range pairs {
+		if p.new == nil {
+			continue
+		}
+		for _, c := range p.new.chains {
+			var old *chainRules
+			if p.old != nil {
+				old = p.old.chain(c.name)
+			}
+			if old != nil && slices.Equal(old.rules, c.rules) {
+				continue
+			}
+			if old == nil {
+				tx.Add(&knftables.Chain{Name: c.name})
+			}
+			writes = append(writes, write{c.name, c.rules, flushFirst(c.name, old != nil)})
+		}
+	}
+	for _, w := range writes {
+		if w.flush {
+			tx.Flush(&knftables.Chain{Name: w.name})
+		}
+		for _, rule := range w.rules {
+			tx.Add(&knftables.Rule{Chain: w.name, Rule: rule})
 		}
 	}
 
-	containers := []string{setClusterIPs, setNodePortIPs, mapServiceIPs, mapServiceNodePorts, mapNoEndpointServices, mapNoEndpointNodePort, mapFirewallIPs}
+	// Elements. Deletes first: a changed element is deleted and re-added,
+	// because adding an existing key with another verdict fails.
 	if full {
 		for _, s := range staticSets {
 			tx.Flush(s)
@@ -91,64 +143,111 @@ func plan(tx *knftables.Transaction, applied, next *ruleset, existing map[string
 		for _, m := range staticMaps {
 			tx.Flush(m)
 		}
-		for _, c := range containers {
-			if l := next.elements[c]; l != nil {
-				for _, k := range l.order {
-					tx.Add(toElement(c, l.byKey[k]))
-				}
-			}
-		}
 	} else {
-		// Deletes first: a changed element is deleted and re-added, because
-		// adding an existing key with another verdict fails.
-		for _, c := range containers {
+		for _, c := range []string{setClusterIPs, setNodePortIPs} {
 			old, cur := applied.elements[c], next.elements[c]
 			for _, k := range old.keys() {
 				if e, ok := cur.get(k); !ok || !sameElement(e, old.byKey[k]) {
-					tx.Delete(&knftables.Element{Set: setName(c), Map: mapName(c), Key: old.byKey[k].key})
+					tx.Delete(&knftables.Element{Set: c, Key: old.byKey[k].key})
 				}
 			}
 		}
-		for _, c := range containers {
-			old, cur := applied.elements[c], next.elements[c]
-			for _, k := range cur.keys() {
-				if e, ok := old.get(k); !ok || !sameElement(e, cur.byKey[k]) {
-					tx.Add(toElement(c, cur.byKey[k]))
+		for _, p := range pairs {
+			if p.old == nil {
+				continue
+			}
+			for _, oe := range p.old.containers {
+				if p.new == nil || !p.new.hasElement(oe) {
+					tx.Delete(&knftables.Element{Map: oe.container, Key: oe.e.key})
 				}
+			}
+		}
+	}
+	for _, c := range []string{setClusterIPs, setNodePortIPs} {
+		old, cur := applied.elements[c], next.elements[c]
+		for _, k := range cur.keys() {
+			if e, ok := old.get(k); !ok || !sameElement(e, cur.byKey[k]) {
+				tx.Add(toElement(c, cur.byKey[k]))
+			}
+		}
+	}
+	for _, p := range pairs {
+		if p.new == nil {
+			continue
+		}
+		for _, ne := range p.new.containers {
+			if p.old == nil || !p.old.hasElement(ne) {
+				tx.Add(toElement(ne.container, ne.e))
 			}
 		}
 	}
 
 	// Leftovers: chains and affinity sets no longer wanted.
-	var oldChains, oldSets []string
 	if full {
-		oldChains, oldSets = existing["chain"], existing["set"]
-	} else {
-		oldChains, oldSets = applied.chainOrder, slices.Sorted(maps.Keys(applied.affinity))
-	}
-	for _, name := range oldChains {
-		if _, ok := next.chains[name]; !ok && isServiceObject(name) {
-			tx.Flush(&knftables.Chain{Name: name})
-			stale = append(stale, name)
+		for _, name := range existing["chain"] {
+			if isServiceObject(name) && !next.hasChain(name) {
+				tx.Flush(&knftables.Chain{Name: name})
+				stale = append(stale, name)
+			}
 		}
+		for _, name := range existing["set"] {
+			if isServiceObject(name) && !next.hasAffinity(name) {
+				// The chains using the set were flushed or rewritten above.
+				tx.Delete(&knftables.Set{Name: name})
+			}
+		}
+		return stale
 	}
-	for _, name := range oldSets {
-		if _, ok := next.affinity[name]; !ok && isServiceObject(name) {
-			// The chains using the set were flushed or rewritten above.
-			tx.Delete(&knftables.Set{Name: name})
+	for _, p := range pairs {
+		if p.old == nil {
+			continue
+		}
+		for _, c := range p.old.chains {
+			if p.new == nil || !p.new.hasChain(c.name) {
+				tx.Flush(&knftables.Chain{Name: c.name})
+				stale = append(stale, c.name)
+			}
+		}
+		for _, a := range p.old.affinity {
+			if p.new == nil || !slices.ContainsFunc(p.new.affinity, func(b affinitySpec) bool { return b.name == a.name }) {
+				tx.Delete(&knftables.Set{Name: a.name})
+			}
 		}
 	}
 	return stale
 }
 
-func affinitySet(name string, r *ruleset) *knftables.Set {
+// sameAs reports whether two fragments have the same content.
+func (f *fragment) sameAs(o *fragment) bool {
+	return slices.EqualFunc(f.chains, o.chains, func(a, b chainRules) bool { return a.name == b.name && slices.Equal(a.rules, b.rules) }) &&
+		slices.Equal(f.affinity, o.affinity) &&
+		slices.EqualFunc(f.containers, o.containers, func(a, b containerElement) bool {
+			return a.container == b.container && a.key == b.key && sameElement(a.e, b.e)
+		})
+}
+
+func (f *fragment) hasElement(ce containerElement) bool {
+	for _, e := range f.containers {
+		if e.container == ce.container && e.key == ce.key && sameElement(e.e, ce.e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *ruleset) hasAffinity(name string) bool {
+	f := r.frags[fragmentOf(name)]
+	return f != nil && slices.ContainsFunc(f.affinity, func(a affinitySpec) bool { return a.name == name })
+}
+
+func affinitySet(a affinitySpec) *knftables.Set {
 	return &knftables.Set{
-		Name: name,
+		Name: a.name,
 		Type: "ipv4_addr",
 		// "dynamic" because the rules add to it; without it some kernels add
 		// the flag themselves and the next identical add fails.
 		Flags:   []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag},
-		Timeout: knftables.PtrTo(r.affinity[name]),
+		Timeout: knftables.PtrTo(a.timeout),
 	}
 }
 
@@ -156,22 +255,13 @@ func sameElement(a, b element) bool { return a.value == b.value && a.comment == 
 
 func isSet(c string) bool { return c == setClusterIPs || c == setNodePortIPs }
 
-func setName(c string) string {
-	if isSet(c) {
-		return c
-	}
-	return ""
-}
-
-func mapName(c string) string {
-	if isSet(c) {
-		return ""
-	}
-	return c
-}
-
 func toElement(c string, e element) *knftables.Element {
-	el := &knftables.Element{Set: setName(c), Map: mapName(c), Key: e.key}
+	el := &knftables.Element{Key: e.key}
+	if isSet(c) {
+		el.Set = c
+	} else {
+		el.Map = c
+	}
 	if e.value != "" {
 		el.Value = []string{e.value}
 	}

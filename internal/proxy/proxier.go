@@ -51,6 +51,7 @@ type Proxier struct {
 	applied     *ruleset // nil: kernel state unknown, next sync is full
 	baseCreated bool
 	prevState   *State
+	memo        Memo
 	stale       map[string]time.Time
 	warned      map[types.NamespacedName]map[string]bool
 }
@@ -196,8 +197,10 @@ func (p *Proxier) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st := Compute(in)
-	next := render(st)
+	st := ComputeWith(in, &p.memo)
+	// Fragments of unchanged ServicePorts are reused from the applied
+	// ruleset, so render and plan cost what changed.
+	next := renderFrom(st, p.applied)
 
 	p.deleteStaleChains(ctx, next, start)
 
@@ -247,7 +250,7 @@ func (p *Proxier) sync(ctx context.Context) error {
 func (p *Proxier) deleteStaleChains(ctx context.Context, next *ruleset, now time.Time) {
 	tx := p.nft.NewTransaction()
 	for c, since := range p.stale {
-		if _, wanted := next.chains[c]; wanted {
+		if next.hasChain(c) {
 			delete(p.stale, c)
 			continue
 		}

@@ -81,18 +81,50 @@ var staticMaps = []*knftables.Map{
 	{Name: mapFirewallIPs, Type: "ipv4_addr . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("LoadBalancer IPs and ports restricted by loadBalancerSourceRanges")},
 }
 
-// ruleset is the complete rendered content of the table: every chain's rules
-// in order, every affinity set, and every element of the static sets and
-// maps. It is a value so two syncs can be compared and diffed.
+// ruleset is the complete rendered content of the table. It is a value so
+// two syncs can be compared and diffed: the static part (base and dispatch
+// chains, the cluster-ips and nodeport-ips sets) is small and rebuilt every
+// sync; everything of one ServicePort (its chains, affinity sets and map
+// elements) is one fragment, reused as is while the ServicePort does not
+// change, so a sync costs in proportion to what changed.
 type ruleset struct {
 	chains map[string][]string
-	// chainOrder lists chains in the order render created them (static
-	// chains first, then Services by name), so transactions are
-	// deterministic without sorting 100k names.
+	// chainOrder lists static chains in creation order.
 	chainOrder []string
-	affinity   map[string]time.Duration
-	// elements: set or map name -> its elements.
+	// elements: set name -> its elements (cluster-ips, nodeport-ips only).
 	elements map[string]*elementList
+	// frags by ServicePort name; fragOrder is State order (by name).
+	frags     map[string]*fragment
+	fragOrder []string
+	// What fragments were rendered with; a change invalidates all of them.
+	clusterCIDR netip.Prefix
+	nodeIPs     []netip.Addr
+}
+
+// fragment is what one ServicePort adds to the table. Its chain, set and
+// element names are its own: every name contains the ServicePort's name,
+// and map keys are frontends that Compute gives to one ServicePort only.
+type fragment struct {
+	sp         ServicePort // rendered from
+	chains     []chainRules
+	affinity   []affinitySpec
+	containers []containerElement
+}
+
+type chainRules struct {
+	name  string
+	rules []string
+}
+
+type affinitySpec struct {
+	name    string
+	timeout time.Duration
+}
+
+type containerElement struct {
+	container string // map name
+	key       string // joined key
+	e         element
 }
 
 type elementList struct {
@@ -126,17 +158,79 @@ func (r *ruleset) setChain(name string, rules []string) {
 	r.chains[name] = rules
 }
 
+// hasChain reports whether the ruleset has chain name, static or of a
+// ServicePort.
 func (r *ruleset) hasChain(name string) bool {
-	_, ok := r.chains[name]
-	return ok
+	if _, ok := r.chains[name]; ok {
+		return true
+	}
+	f := r.frags[fragmentOf(name)]
+	return f != nil && f.chain(name) != nil
+}
+
+// fragmentOf returns the ServicePort name a per-Service chain or set
+// belongs to: its name without prefix and endpoint suffix.
+func fragmentOf(name string) string {
+	for _, p := range []string{prefixCluster, prefixLocal, prefixExternal, prefixEndpoint, prefixFirewall, prefixAffinity} {
+		if rest, ok := strings.CutPrefix(name, p); ok {
+			base, _, _ := strings.Cut(rest, "__")
+			return base
+		}
+	}
+	return ""
+}
+
+func (f *fragment) setChain(name string, rules []string) {
+	f.chains = append(f.chains, chainRules{name: name, rules: rules})
+}
+
+func (f *fragment) chain(name string) *chainRules {
+	for i := range f.chains {
+		if f.chains[i].name == name {
+			return &f.chains[i]
+		}
+	}
+	return nil
+}
+
+func (f *fragment) hasChain(name string) bool { return f.chain(name) != nil }
+
+func (f *fragment) addElement(container string, e element) {
+	ce := containerElement{container: container, key: strings.Join(e.key, " . "), e: e}
+	for i := range f.containers {
+		if f.containers[i].container == container && f.containers[i].key == ce.key {
+			f.containers[i] = ce // an address listed twice (externalIP and LoadBalancer IP)
+			return
+		}
+	}
+	f.containers = append(f.containers, ce)
+}
+
+func (f *fragment) addAffinity(name string, timeout time.Duration) {
+	for _, a := range f.affinity {
+		if a.name == name {
+			return
+		}
+	}
+	f.affinity = append(f.affinity, affinitySpec{name: name, timeout: timeout})
 }
 
 // render turns the desired state into a ruleset. It is pure.
-func render(st *State) *ruleset {
+func render(st *State) *ruleset { return renderFrom(st, nil) }
+
+// renderFrom is render, reusing the fragments of prev (a ruleset rendered
+// earlier) whose ServicePort is unchanged. The result equals render(st).
+func renderFrom(st *State, prev *ruleset) *ruleset {
 	r := &ruleset{
-		chains:   make(map[string][]string, 16+len(st.ServicePorts)*4),
-		affinity: map[string]time.Duration{},
-		elements: map[string]*elementList{},
+		chains:      make(map[string][]string, 24),
+		elements:    map[string]*elementList{},
+		frags:       make(map[string]*fragment, len(st.ServicePorts)),
+		fragOrder:   make([]string, 0, len(st.ServicePorts)),
+		clusterCIDR: st.ClusterCIDR,
+		nodeIPs:     st.NodeIPs,
+	}
+	if prev != nil && (prev.clusterCIDR != st.ClusterCIDR || !slices.Equal(prev.nodeIPs, st.NodeIPs)) {
+		prev = nil
 	}
 	mark := fmt.Sprintf("%#x", st.MasqueradeMark)
 	nodePortMatch := "fib daddr type local ip daddr != 127.0.0.0/8"
@@ -176,8 +270,24 @@ func render(st *State) *ruleset {
 
 	cidr := st.ClusterCIDR.String()
 	for i := range st.ServicePorts {
-		renderServicePort(r, &st.ServicePorts[i], cidr)
-		renderFirewall(r, &st.ServicePorts[i], st.NodeIPs)
+		sp := &st.ServicePorts[i]
+		name := sp.Name()
+		r.addElement(setClusterIPs, element{key: []string{sp.ClusterIP.String()}})
+		var f *fragment
+		if prev != nil {
+			if old := prev.frags[name]; old != nil && old.sp.equal(sp) {
+				f = old
+			}
+		}
+		if f == nil {
+			f = &fragment{sp: *sp}
+			renderServicePort(f, sp, cidr)
+			renderFirewall(f, sp, st.NodeIPs)
+		}
+		if _, dup := r.frags[name]; !dup {
+			r.fragOrder = append(r.fragOrder, name)
+		}
+		r.frags[name] = f
 	}
 	return r
 }
@@ -189,7 +299,7 @@ func render(st *State) *ruleset {
 // the node itself (its node IP). Those outside the ranges are dropped, not
 // rejected, as a cloud load balancer's firewall would. Only firewalled
 // frontends are in @firewall-ips, so other Services cost nothing.
-func renderFirewall(r *ruleset, sp *ServicePort, nodeIPs []netip.Addr) {
+func renderFirewall(r *fragment, sp *ServicePort, nodeIPs []netip.Addr) {
 	if !sp.Firewalled || len(sp.LoadBalancerIPs) == 0 {
 		return
 	}
@@ -214,7 +324,7 @@ func renderFirewall(r *ruleset, sp *ServicePort, nodeIPs []netip.Addr) {
 	r.setChain(chain, []string{"ip saddr != { " + strings.Join(sources, ", ") + " } drop"})
 }
 
-func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {
+func renderServicePort(r *fragment, sp *ServicePort, cidr string) {
 	base := sp.Name()
 	proto := sp.Protocol
 	port := strconv.Itoa(int(sp.Port))
@@ -236,7 +346,6 @@ func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {
 	reject := "goto " + chainReject
 
 	cip := sp.ClusterIP.String()
-	r.addElement(setClusterIPs, element{key: []string{cip}})
 	if len(internal) > 0 {
 		r.addElement(mapServiceIPs, element{key: []string{cip, proto, port}, value: "goto " + internalChain})
 	} else {
@@ -316,7 +425,7 @@ func renderServicePort(r *ruleset, sp *ServicePort, cidr string) {
 // a walk over the whole transaction: a full sync at 10k Services took
 // minutes instead of seconds. Only a connection's first packet walks the
 // cascade.
-func appendBalance(rules []string, r *ruleset, sp *ServicePort, base string, eps []Endpoint) []string {
+func appendBalance(rules []string, r *fragment, sp *ServicePort, base string, eps []Endpoint) []string {
 	picks := make([]string, 0, len(eps))
 	for i, ep := range eps {
 		ipStr, portStr := ep.IP.String(), strconv.Itoa(int(ep.Port))
@@ -329,7 +438,7 @@ func appendBalance(rules []string, r *ruleset, sp *ServicePort, base string, eps
 			// The timeout is in the set's name so a changed timeout is a new
 			// set (set properties cannot be modified in place).
 			set := prefixAffinity + epID + "__" + strconv.Itoa(int(sp.AffinityTimeout/time.Second)) + "s"
-			r.affinity[set] = sp.AffinityTimeout
+			r.addAffinity(set, sp.AffinityTimeout)
 			rules = append(rules, "ip saddr @"+set+" goto "+chain)
 			if !r.hasChain(chain) {
 				r.setChain(chain, []string{

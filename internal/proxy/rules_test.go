@@ -206,8 +206,10 @@ func TestIncrementalEqualsFull(t *testing.T) {
 	nft := knftables.NewFake(knftables.IPv4Family, TableName)
 	ctx := context.Background()
 	var applied *ruleset
+	var memo Memo
 	for i, objs := range steps {
-		next := render(Compute(testInputs(objs...)))
+		// Reuses unchanged endpoint selections and fragments.
+		next := renderFrom(ComputeWith(testInputs(objs...), &memo), applied)
 		tx := nft.NewTransaction()
 		stale := plan(tx, applied, next, nil, applied == nil)
 		if err := nft.Run(ctx, tx); err != nil {

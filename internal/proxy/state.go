@@ -128,7 +128,39 @@ type Problem struct {
 }
 
 // Compute is the pure desired-state function.
-func Compute(in Inputs) *State {
+func Compute(in Inputs) *State { return ComputeWith(in, nil) }
+
+// Memo carries endpoint selections from one ComputeWith to the next: a
+// Service whose object and EndpointSlices are the same pointers as last
+// time (informer caches replace an object on every change) reuses them,
+// which is most of Compute's cost at 10k Services. The zero value is ready.
+type Memo struct {
+	nodeName, zone string
+	services       map[types.NamespacedName]*memoEntry
+}
+
+type memoEntry struct {
+	svc    *v1.Service
+	slices []*discovery.EndpointSlice
+	// ports[i] are the cluster and local endpoints of spec.ports[i].
+	ports map[int][2][]Endpoint
+}
+
+// ComputeWith is Compute with a Memo (nil for none); the result is the same.
+func ComputeWith(in Inputs, memo *Memo) *State {
+	var prev map[types.NamespacedName]*memoEntry
+	if memo != nil {
+		if memo.nodeName == in.NodeName && memo.zone == in.Zone {
+			prev = memo.services
+		}
+		memo.nodeName, memo.zone = in.NodeName, in.Zone
+		memo.services = make(map[types.NamespacedName]*memoEntry, len(in.Services))
+	}
+	st := computeWith(in, prev, memo)
+	return st
+}
+
+func computeWith(in Inputs, prev map[types.NamespacedName]*memoEntry, memo *Memo) *State {
 	st := &State{NodeIPs: in.NodeIPs, ClusterCIDR: in.ClusterCIDR, MasqueradeMark: in.MasqueradeMark}
 
 	slicesBySvc := map[types.NamespacedName][]*discovery.EndpointSlice{}
@@ -152,7 +184,20 @@ func Compute(in Inputs) *State {
 	})
 	c := computer{in: in, st: st, ipOwner: map[string]types.NamespacedName{}, nodePortOwner: map[string]types.NamespacedName{}}
 	for _, svc := range svcs {
-		c.service(svc, slicesBySvc[types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}])
+		key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+		epSlices := slicesBySvc[key]
+		// Listers return objects in no particular order; a fixed order keeps
+		// the result deterministic and the memo comparable.
+		slices.SortFunc(epSlices, func(a, b *discovery.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
+		c.cur = nil
+		if memo != nil {
+			c.cur = &memoEntry{svc: svc, slices: epSlices, ports: map[int][2][]Endpoint{}}
+			if old := prev[key]; old != nil && old.svc == svc && slices.Equal(old.slices, epSlices) {
+				c.cur.ports = old.ports
+			}
+			memo.services[key] = c.cur
+		}
+		c.service(svc, epSlices)
 	}
 	slices.SortFunc(st.ServicePorts, func(a, b ServicePort) int { return strings.Compare(a.Name(), b.Name()) })
 	slices.SortFunc(st.HealthChecks, func(a, b HealthCheck) int { return cmp.Compare(a.Port, b.Port) })
@@ -162,6 +207,7 @@ func Compute(in Inputs) *State {
 type computer struct {
 	in            Inputs
 	st            *State
+	cur           *memoEntry                      // of the Service being computed; nil without a Memo
 	ipOwner       map[string]types.NamespacedName // "ip/proto/port"
 	nodePortOwner map[string]types.NamespacedName // "proto/port"
 }
@@ -256,8 +302,7 @@ func (c *computer) service(svc *v1.Service, epSlices []*discovery.EndpointSlice)
 				c.problem(name, "FrontendConflict", "nodePort %s is already used by Service %s; the port is served on its other addresses", npKey, c.nodePortOwner[npKey])
 			}
 		}
-		cands := candidates(epSlices, port)
-		sp.ClusterEndpoints, sp.LocalEndpoints = selectEndpoints(cands, c.in.NodeName, c.in.Zone)
+		sp.ClusterEndpoints, sp.LocalEndpoints = c.endpoints(epSlices, i, port)
 		for _, ep := range sp.LocalEndpoints {
 			localIPs[ep.IP] = true
 		}
@@ -266,6 +311,20 @@ func (c *computer) service(svc *v1.Service, epSlices []*discovery.EndpointSlice)
 	if eTPLocal && svc.Spec.HealthCheckNodePort > 0 && svc.Spec.HealthCheckNodePort <= 65535 {
 		c.st.HealthChecks = append(c.st.HealthChecks, HealthCheck{Service: name, Port: uint16(svc.Spec.HealthCheckNodePort), LocalEndpoints: len(localIPs)})
 	}
+}
+
+// endpoints selects the endpoints of spec.ports[i], or reuses the memo's.
+func (c *computer) endpoints(epSlices []*discovery.EndpointSlice, i int, port *v1.ServicePort) (cluster, local []Endpoint) {
+	if c.cur != nil {
+		if eps, ok := c.cur.ports[i]; ok {
+			return eps[0], eps[1]
+		}
+	}
+	cluster, local = selectEndpoints(candidates(epSlices, port), c.in.NodeName, c.in.Zone)
+	if c.cur != nil {
+		c.cur.ports[i] = [2][]Endpoint{cluster, local}
+	}
+	return cluster, local
 }
 
 func (c *computer) claimAll(name types.NamespacedName, ips []netip.Addr, portKey, what string) []netip.Addr {
@@ -544,4 +603,15 @@ func toEndpoints(cs []candidate, nodeName string) []Endpoint {
 		out[i] = Endpoint{IP: c.ip, Port: c.port, Local: c.nodeName != "" && c.nodeName == nodeName}
 	}
 	return out
+}
+
+// equal reports whether two ServicePorts render the same rules.
+func (sp *ServicePort) equal(o *ServicePort) bool {
+	return sp.Service == o.Service && sp.PortName == o.PortName && sp.Protocol == o.Protocol &&
+		sp.ClusterIP == o.ClusterIP && sp.Port == o.Port && sp.NodePort == o.NodePort &&
+		sp.AffinityTimeout == o.AffinityTimeout && sp.InternalPolicyLocal == o.InternalPolicyLocal &&
+		sp.ExternalPolicyLocal == o.ExternalPolicyLocal && sp.Firewalled == o.Firewalled &&
+		slices.Equal(sp.ExternalIPs, o.ExternalIPs) && slices.Equal(sp.LoadBalancerIPs, o.LoadBalancerIPs) &&
+		slices.Equal(sp.SourceRanges, o.SourceRanges) &&
+		slices.Equal(sp.ClusterEndpoints, o.ClusterEndpoints) && slices.Equal(sp.LocalEndpoints, o.LocalEndpoints)
 }
