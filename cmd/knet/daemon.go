@@ -63,13 +63,22 @@ func daemonCommand() *cobra.Command {
 	return cmd
 }
 
-type progress struct{ f *os.File }
-
-func (p progress) say(format string, args ...any) {
-	fmt.Fprintf(p.f, format+"\n", args...)
+// progress writes the step lines `knet up` prints, each with the seconds since the daemon
+// started, so a slow start shows where its time went.
+type progress struct {
+	f     *os.File
+	start time.Time
 }
 
+func (p progress) say(format string, args ...any) {
+	fmt.Fprintf(p.f, "[%5.1fs] "+format+"\n", append([]any{time.Since(p.start).Seconds()}, args...)...)
+}
+
+// mark writes one of the protocol lines (progressReady, progressFailed...) as is.
+func (p progress) mark(line string) { fmt.Fprintln(p.f, line) }
+
 func runDaemon(ctx context.Context, o daemonOptions) (err error) {
+	start := time.Now()
 	l, err := cluster.LoadLayout(o.name)
 	if err != nil {
 		return err
@@ -85,10 +94,10 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		return err
 	}
 	defer pf.Close()
-	p := progress{pf}
+	p := progress{f: pf, start: start}
 	defer func() {
 		if err != nil {
-			p.say("%s%v", progressFailed, err)
+			p.mark(progressFailed + err.Error())
 		}
 	}()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("cluster", l.Name)
@@ -115,7 +124,12 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		return err
 	}
 	p.say("control plane ready at https://127.0.0.1:%d (kube-apiserver v1.35.4, etcd, controller-manager, scheduler)", l.APIPort)
-	client, err := kubernetes.NewForConfig(cp.RestConfig())
+	// client-go's default limit (5 QPS) would pace the daemon's own waits, the host routes and
+	// the LoadBalancer allocator against each other; the API server is local and has its own
+	// priority and fairness.
+	rc := cp.RestConfig()
+	rc.QPS, rc.Burst = 100, 200
+	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
@@ -146,23 +160,27 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 			log.Error("host routes to pod CIDRs stopped", "err", err)
 		}
 	}()
-	if err := startLoadBalancerIPAM(ctx, log, cp.RestConfig(), client, l); err != nil {
+	if err := startLoadBalancerIPAM(ctx, log, rc, client, l); err != nil {
 		return err
 	}
+	// The add-ons need no Node to be created (they bring their own service accounts), so they
+	// are applied while the nodes start; their pods are scheduled as soon as a node is Ready.
+	addonsApplied := make(chan error, 1)
+	go func() { addonsApplied <- applyAddons(ctx, self, kubeconfig) }()
 	if err := waitNodesReady(ctx, client, l); err != nil {
 		return err
 	}
 	p.say("%d nodes Ready", len(l.Nodes))
-	if err := waitDefaultServiceAccount(ctx, client); err != nil {
-		return err
-	}
-	if err := applyAddons(ctx, self, kubeconfig); err != nil {
+	if err := <-addonsApplied; err != nil {
 		return err
 	}
 	if err := waitAddonsReady(ctx, client); err != nil {
 		return err
 	}
 	p.say("add-ons Ready: knet-dns (kube-dns 10.96.0.10), knet-ingress (IngressClass knet), LoadBalancer pool %s", l.LBPool)
+	if err := waitDefaultServiceAccount(ctx, client); err != nil {
+		return err
+	}
 	for _, m := range o.manifests {
 		out, err := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", m).CombinedOutput()
 		if err != nil {
@@ -170,7 +188,7 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		}
 		p.say("applied %s", m)
 	}
-	p.say(progressReady)
+	p.mark(progressReady)
 	<-ctx.Done()
 	log.Info("stopping")
 	select {
@@ -183,12 +201,17 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 func waitNodesReady(ctx context.Context, client kubernetes.Interface, l cluster.Layout) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	want := map[string]bool{}
+	for _, n := range l.Nodes {
+		want[n.Name] = true
+	}
 	for {
 		ready := 0
-		for _, n := range l.Nodes {
-			node, err := client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-			if err == nil && nodeReady(node) {
-				ready++
+		if nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
+			for i := range nodes.Items {
+				if want[nodes.Items[i].Name] && nodeReady(&nodes.Items[i]) {
+					ready++
+				}
 			}
 		}
 		if ready == len(l.Nodes) {
@@ -285,18 +308,21 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o600)
 }
 
-// applyAddons applies the embedded add-on manifests with the embedded kubectl, as a user would.
+// applyAddons applies the embedded add-on manifests with the embedded kubectl, as a user would,
+// in one kubectl run: each run costs the start of the whole knet binary.
 func applyAddons(ctx context.Context, self, kubeconfig string) error {
+	var all bytes.Buffer
 	for _, name := range deploy.Addons {
 		b, err := deploy.Files.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		cmd := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-")
-		cmd.Stdin = bytes.NewReader(b)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("apply add-on %s: %v\n%s", name, err, out)
-		}
+		fmt.Fprintf(&all, "---\n%s\n", b)
+	}
+	cmd := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = &all
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("apply add-ons %v: %v\n%s", deploy.Addons, err, out)
 	}
 	return nil
 }

@@ -74,7 +74,10 @@ func runNode(ctx context.Context, cfg nodeConfig) error {
 	if err != nil {
 		return err
 	}
-	rc.QPS, rc.Burst = 50, 100
+	// One client serves the kubelet and the networking agent. At the kubelet's default (50 QPS,
+	// burst 100) a burst of pods queued its status updates, token requests and events behind
+	// each other for seconds; the API server's priority and fairness protects it instead.
+	rc.QPS, rc.Burst = 200, 400
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err

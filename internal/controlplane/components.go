@@ -132,6 +132,14 @@ func (cp *ControlPlane) controllerManagerArgs() []string {
 		"--service-cluster-ip-range=" + c.ServiceCIDR,
 		"--configure-cloud-routes=false",
 		"--use-service-account-credentials=true",
+		// The default client limit (20 QPS, burst 30) throttles start-up: with
+		// per-controller credentials the manager gets or creates ~40 service
+		// accounts and tokens before it starts any controller (node-ipam
+		// included, which every Node waits for), and a burst of pods is then
+		// paced by it too. Everything runs in one process against a local API
+		// server, which has its own priority and fairness.
+		"--kube-api-qps=500",
+		"--kube-api-burst=1000",
 		"--root-ca-file=" + p.ca.certFile,
 		"--service-account-private-key-file=" + p.serviceAccountKey,
 		// Lets kubelets and users obtain certificates through CSRs.

@@ -170,6 +170,7 @@ func (k *Kubelet) shutdown() {
 // startPod creates (or replaces) the worker of a pod.
 func (k *Kubelet) startPod(pod *corev1.Pod) {
 	key := podKey(pod)
+	k.log.Debug("pod added", "pod", key, "uid", pod.UID)
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.shuttingDown {

@@ -179,13 +179,21 @@ func (k *Kubelet) watchNetwork(ctx context.Context) {
 		}
 	}
 	k.nodeMu.Unlock()
-	t := time.NewTicker(time.Second)
+	// Reading the CNI configuration directory is cheap, and a node waiting for its network is
+	// the last step of `knet up`: look often until it is Ready, then once a second.
+	const notReadyPoll, readyPoll = 100 * time.Millisecond, time.Second
+	t := time.NewTimer(notReadyPoll)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if last {
+			t.Reset(readyPoll)
+		} else {
+			t.Reset(notReadyPoll)
 		}
 		ready := k.net.Ready()
 		if ready == last {

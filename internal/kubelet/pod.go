@@ -235,12 +235,15 @@ func (w *podWorker) run(ctx context.Context) {
 func (w *podWorker) setUp(ctx context.Context) error {
 	pod := w.snapshotPod()
 	if !pod.Spec.HostNetwork {
+		// Checking is cheap (a directory read), and the pod should start as soon as the
+		// network is there; the event is repeated every 30s, not at every check.
+		const poll = 200 * time.Millisecond
 		for i := 0; !w.k.net.Ready(); i++ {
-			if i%15 == 0 { // every 30s, not every check
+			if i%int(30*time.Second/poll) == 0 {
 				w.k.recorder.Event(pod, corev1.EventTypeWarning, "NetworkNotReady",
 					"network is not ready: container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized")
 			}
-			if !w.sleep(2 * time.Second) {
+			if !w.sleep(poll) {
 				return errors.New("deleted while waiting for the network")
 			}
 		}

@@ -8,6 +8,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -17,6 +18,10 @@ import (
 // defaultTokenExpirationSeconds is the API default of
 // serviceAccountToken.expirationSeconds.
 const defaultTokenExpirationSeconds int64 = 3600
+
+// forbiddenRetryMax is the longest wait between token requests refused as
+// Forbidden (50ms doubling up to it: about 1.5s in all).
+const forbiddenRetryMax = 800 * time.Millisecond
 
 // tokenKey names one serviceAccountToken source of one pod's volume.
 type tokenKey struct {
@@ -71,7 +76,7 @@ func (c *tokenCache) get(ctx context.Context, pod *corev1.Pod, key tokenKey, src
 	if src.Audience != "" {
 		audiences = []string{src.Audience}
 	}
-	tr, err := c.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, account, &authenticationv1.TokenRequest{
+	req := &authenticationv1.TokenRequest{
 		Spec: authenticationv1.TokenRequestSpec{
 			Audiences:         audiences,
 			ExpirationSeconds: &exp,
@@ -79,7 +84,19 @@ func (c *tokenCache) get(ctx context.Context, pod *corev1.Pod, key tokenKey, src
 				APIVersion: "v1", Kind: "Pod", Name: pod.Name, UID: pod.UID,
 			},
 		},
-	}, metav1.CreateOptions{})
+	}
+	tr, err := c.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, account, req, metav1.CreateOptions{})
+	// The API server's node authorizer learns of the pod's binding from its own watch, which
+	// can lag the kubelet's: right after scheduling it refuses "a pod scheduled on a different
+	// node". Ask again for a short while before failing the sandbox (whose retry waits seconds).
+	for delay := 50 * time.Millisecond; apierrors.IsForbidden(err) && delay <= forbiddenRetryMax; delay *= 2 {
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(delay):
+		}
+		tr, err = c.client.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(ctx, account, req, metav1.CreateOptions{})
+	}
 	if err != nil {
 		return "", fmt.Errorf("request a token for service account %s/%s: %w", pod.Namespace, account, err)
 	}
