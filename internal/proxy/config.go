@@ -31,8 +31,11 @@ type Config struct {
 	// HealthCheckBindIP is where healthCheckNodePort servers listen (the node
 	// IP). nil listens on all addresses of the namespace.
 	HealthCheckBindIP net.IP
-	// MinSyncInterval is the minimum time between two syncs; bursts of events
-	// inside it are coalesced into one sync. Default 100ms.
+	// MinSyncInterval is the minimum time between two syncs; events inside
+	// it are coalesced into one sync. Default 20ms: a sync is incremental,
+	// and events that arrive while one runs are coalesced anyway, so a longer
+	// wait only adds latency (a new Service is usually two events, the
+	// Service and then its EndpointSlice, some ms apart).
 	MinSyncInterval time.Duration
 	// SyncPeriod forces a full resync, which repairs a table someone else
 	// edited. Default 1h, as kube-proxy: informers deliver every change, and
@@ -57,7 +60,7 @@ type Config struct {
 // Defaults fills unset optional fields.
 func (c *Config) Defaults() {
 	if c.MinSyncInterval == 0 {
-		c.MinSyncInterval = 100 * time.Millisecond
+		c.MinSyncInterval = 20 * time.Millisecond
 	}
 	if c.SyncPeriod == 0 {
 		c.SyncPeriod = time.Hour
