@@ -126,7 +126,14 @@ func DefaultImages(knetBinary, agnhostBinary string) ImageMap {
 	for _, p := range []string{"registry.k8s.io/pause", "k8s.gcr.io/pause"} {
 		m.Set(p, Image{Binary: knetBinary, Path: "/knet", Entrypoint: []string{"/knet", "pause"}})
 	}
-	m.Set("knet", Image{Binary: knetBinary, Path: "/knet", Entrypoint: []string{"/knet"}})
+	knet := Image{Binary: knetBinary, Path: "/knet", Entrypoint: []string{"/knet"}}
+	// `knet dns` execs the lean DNS server beside it (/knet-dns in the pod) when it is there.
+	if lean := filepath.Join(filepath.Dir(knetBinary), "knet-dns"); knetBinary != "" {
+		if _, err := os.Stat(lean); err == nil {
+			knet.Files = map[string]string{lean: "/knet-dns"}
+		}
+	}
+	m.Set("knet", knet)
 	return m
 }
 

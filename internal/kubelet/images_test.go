@@ -113,3 +113,23 @@ func TestDefaultImagesMountAgnhostFiles(t *testing.T) {
 		t.Errorf("imageMounts = %d mounts, want the binary and its 2 files", got)
 	}
 }
+
+func TestDefaultImagesMountLeanDNSBesideKnet(t *testing.T) {
+	dir := t.TempDir()
+	knet, lean := filepath.Join(dir, "knet"), filepath.Join(dir, "knet-dns")
+	if img, _ := DefaultImages(knet, "").Lookup("knet"); len(img.Files) != 0 {
+		t.Errorf("without knet-dns beside knet the image has files %v", img.Files)
+	}
+	for _, f := range []string{knet, lean} {
+		if err := os.WriteFile(f, []byte("x"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img, ok := DefaultImages(knet, "").Lookup("knet:v1")
+	if !ok {
+		t.Fatal("knet not mapped")
+	}
+	if got := img.Files[lean]; got != "/knet-dns" {
+		t.Errorf("knet-dns mounted at %q, want /knet-dns (knet dns execs the file beside /knet)", got)
+	}
+}
