@@ -63,18 +63,19 @@
 // HTTP/1.1 are passed through on a dedicated backend connection.
 //
 // Front connections: HTTP/1.1 requests that make up nearly all traffic
-// (origin-form, Content-Length body or none, routed to an HTTP/1.1 backend
-// with endpoints) are parsed in place and forwarded on a lean path with no
+// (origin-form, Content-Length body or none) are parsed in place and
+// forwarded, or answered (404, 503, 308), on a lean path with no
 // per-request goroutine, context or map; client and backend sockets are read
 // and written with raw non-blocking system calls inside the runtime poller,
 // so that a long loopback write does not make the scheduler switch threads.
 // A connection that brings anything else (HTTP/2 by ALPN, Upgrade, Expect,
-// a chunked request body, HTTP/1.0, a malformed or large head, a request no
-// rule routes, a redirect, an h2c backend) is handed, from its first unread
-// byte, to net/http with the same handler for the rest of its life, so every
-// rare and error case keeps net/http's behaviour. One difference: on the
-// lean path a client that disconnects while its backend has not answered
-// yet is noticed when the response is written, not before.
+// a chunked request body, HTTP/1.0, a malformed or large head, a request to
+// an h2c backend) is handed, from its first unread byte, to net/http with
+// the same handler for the rest of its life, so every rare and malformed
+// case keeps net/http's behaviour. Differences: on the lean path a client
+// that disconnects while its backend has not answered yet is noticed when
+// the response is written, not before; and a request body the proxy answers
+// without reading (404, 503, 308) ends the connection after the answer.
 //
 // Headers: X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host and
 // X-Forwarded-Port are set from the connection (values sent by the client

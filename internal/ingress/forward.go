@@ -79,7 +79,16 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (l *listener) redirect(w http.ResponseWriter, r *http.Request) {
-	host := r.Host
+	uri := r.RequestURI
+	if !strings.HasPrefix(uri, "/") {
+		uri = r.URL.RequestURI()
+	}
+	w.Header().Set("Location", l.redirectURL(r.Host, uri))
+	httpError(w, http.StatusPermanentRedirect, "use HTTPS")
+}
+
+// redirectURL is the HTTPS URL of a request: its host on the HTTPS port.
+func (l *listener) redirectURL(host, uri string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 		if strings.Contains(h, ":") {
@@ -89,12 +98,7 @@ func (l *listener) redirect(w http.ResponseWriter, r *http.Request) {
 	if l.httpsPort != "" {
 		host = net.JoinHostPort(strings.Trim(host, "[]"), l.httpsPort)
 	}
-	uri := r.RequestURI
-	if !strings.HasPrefix(uri, "/") {
-		uri = r.URL.RequestURI()
-	}
-	w.Header().Set("Location", "https://"+host+uri)
-	httpError(w, http.StatusPermanentRedirect, "use HTTPS")
+	return "https://" + host + uri
 }
 
 func httpError(w http.ResponseWriter, code int, msg string) {

@@ -20,15 +20,14 @@ import (
 
 // front serves one front listener (HTTP or HTTPS). The requests that make
 // up nearly all traffic (HTTP/1.1, origin-form, a Content-Length body or
-// none, routed to an HTTP/1.1 backend with endpoints) are parsed in place
-// from the connection's buffer and forwarded without net/http: no
-// goroutine, context, map or timer per request, and no background read.
-// A connection that brings anything else (HTTP/2 by ALPN, an Upgrade,
-// Expect, a chunked request body, HTTP/1.0, a malformed or large head, a
-// request with no route, a redirect, an h2c backend...) is handed, from its
-// first unread byte, to a net/http Server running the same handler, which
-// serves it for the rest of its life. So every rare and every error case
-// keeps net/http's behaviour (400, 431, 404, 503, 308...).
+// none) are parsed in place from the connection's buffer and forwarded (or
+// answered: 404, 503, 308) without net/http: no goroutine, context, map or
+// timer per request, and no background read. A connection that brings
+// anything else (HTTP/2 by ALPN, an Upgrade, Expect, a chunked request
+// body, HTTP/1.0, a malformed or large head, a request to an h2c backend)
+// is handed, from its first unread byte, to a net/http Server running the
+// same handler, which serves it for the rest of its life: every rare and
+// every malformed case keeps net/http's behaviour (400, 431...).
 type front struct {
 	l         *listener
 	std       *http.Server
@@ -218,8 +217,8 @@ func (fc *frontConn) serve() (handoff bool) {
 		if !ok || !fc.parse(head) {
 			return true
 		}
-		be := fc.route()
-		if be == nil {
+		be, code, msg, location := fc.route()
+		if be == nil && code == 0 {
 			return true
 		}
 		if !fc.state.CompareAndSwap(connIdle, connBusy) {
@@ -230,7 +229,11 @@ func (fc *frontConn) serve() (handoff bool) {
 			fc.bodyLeft = fc.req.contentLength
 			fc.setReadDeadline(0) // bodies have no deadline, as in net/http without ReadTimeout
 		}
-		fc.f.l.forwardExchange(fc, be)
+		if be != nil {
+			fc.f.l.forwardExchange(fc, be)
+		} else {
+			fc.answer(code, msg, location)
+		}
 		if fc.bodyLeft > 0 {
 			// The backend answered without reading the whole body (or
 			// failed): the rest of the stream is not a request.
@@ -406,27 +409,34 @@ func validHost(h string) bool {
 
 func headerIs(k, name string) bool { return len(k) == len(name) && strings.EqualFold(k, name) }
 
-// route returns the backend of a request the lean path forwards, or nil
-// when net/http must answer it (no table, no route, redirect, 503, h2c).
-func (fc *frontConn) route() *backend {
+// route returns the backend of a request, or the status, message (and
+// Location) the proxy answers itself: the same answers as ServeHTTP. It
+// returns neither for a request net/http must serve (an h2c backend).
+func (fc *frontConn) route() (be *backend, code int, msg, location string) {
 	t := fc.f.l.table.Load()
 	if t == nil {
-		return nil
+		return nil, http.StatusServiceUnavailable, "the ingress controller has not synced with the Kubernetes API yet", ""
 	}
 	p, _, _ := strings.Cut(fc.req.uri, "?")
-	var be *backend
 	if rt := t.lookup(requestHost(fc.req.host), cleanRequestPath(p)); rt != nil {
 		if rt.sslRedirect && !fc.f.l.tls {
-			return nil
+			return nil, http.StatusPermanentRedirect, "use HTTPS", fc.f.l.redirectURL(fc.req.host, fc.req.uri)
 		}
 		be = rt.backend
 	} else {
 		be = t.defaultBackend
 	}
-	if be == nil || be.unavailable != "" || len(be.endpoints) == 0 || be.h2proxy != nil {
-		return nil
+	switch {
+	case be == nil:
+		return nil, http.StatusNotFound, "no Ingress rule matches this host and path", ""
+	case be.unavailable != "":
+		return nil, http.StatusServiceUnavailable, "backend " + be.name + ": " + be.unavailable, ""
+	case len(be.endpoints) == 0:
+		return nil, http.StatusServiceUnavailable, "backend " + be.name + " has no ready endpoints", ""
+	case be.h2proxy != nil:
+		return nil, 0, "", ""
 	}
-	return be
+	return be, 0, "", ""
 }
 
 // The exchange methods: forwardExchange drives them.
@@ -749,11 +759,22 @@ func (fc *frontConn) copyN(l *listener, bc *backendConn, n int64) error {
 }
 
 // fail answers an error the way httpError does on the net/http path.
-func (fc *frontConn) fail(code int, msg string) {
+func (fc *frontConn) fail(code int, msg string) { fc.answer(code, msg, "") }
+
+// answer writes the proxy's own response (an error or a redirect) as
+// httpError does. A request body the client is still sending is not read:
+// the connection closes after the answer.
+func (fc *frontConn) answer(code int, msg, location string) {
 	body := fmt.Sprintf("%d %s: %s\n", code, http.StatusText(code), msg)
 	bw := fc.bw
-	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nDate: %s\r\nContent-Length: %d\r\n",
-		code, http.StatusText(code), time.Now().UTC().Format(http.TimeFormat), len(body))
+	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", code, http.StatusText(code))
+	if location != "" {
+		bw.WriteString("Location: ")
+		bw.WriteString(location)
+		bw.WriteString("\r\n")
+	}
+	fmt.Fprintf(bw, "Content-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nDate: %s\r\nContent-Length: %d\r\n",
+		time.Now().UTC().Format(http.TimeFormat), len(body))
 	if fc.bodyLeft > 0 || fc.req.close {
 		fc.req.close = true
 		bw.WriteString("Connection: close\r\n")

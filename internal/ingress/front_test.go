@@ -102,17 +102,22 @@ func body(r *http.Response) string { b, _ := io.ReadAll(r.Body); return string(b
 
 func TestFrontPipelinedAndHandedOffRequestsOnOneConnection(t *testing.T) {
 	e := frontEnv(t)
-	// Three pipelined requests: lean, lean with a body, then one the lean
-	// path hands to net/http (Expect) and one after it, still in order.
+	// Pipelined requests: lean, lean with a body, a 404 the lean path
+	// answers, one it hands to net/http (an escaped path) and one after it:
+	// all answered, in order.
 	raw := "GET /one HTTP/1.1\r\nHost: raw.example\r\nX-Custom: a\r\n\r\n" +
 		"POST /two HTTP/1.1\r\nHost: raw.example\r\nContent-Length: 3\r\n\r\nabc" +
+		"GET /nowhere HTTP/1.1\r\nHost: other.example\r\n\r\n" +
 		"GET /%74hree HTTP/1.1\r\nHost: raw.example\r\n\r\n" +
 		"GET /four HTTP/1.1\r\nHost: raw.example\r\n\r\n"
-	resps := exchangeRaw(t, e.httpAddr, raw, 4)
-	for i, want := range []string{"GET /one HTTP/1.1 body= hdr=X-Forwarded-For:127.0.0.1;X-Custom:a;",
-		"POST /two HTTP/1.1 body=abc", "GET /%74hree HTTP/1.1", "GET /four HTTP/1.1"} {
-		if got := body(resps[i]); resps[i].StatusCode != 200 || !strings.HasPrefix(got, want) {
-			t.Errorf("response %d: %d %q, want 200 %q...", i+1, resps[i].StatusCode, got, want)
+	resps := exchangeRaw(t, e.httpAddr, raw, 5)
+	for i, want := range []struct {
+		code int
+		body string
+	}{{200, "GET /one HTTP/1.1 body= hdr=X-Forwarded-For:127.0.0.1;X-Custom:a;"}, {200, "POST /two HTTP/1.1 body=abc"},
+		{404, "404 Not Found"}, {200, "GET /%74hree HTTP/1.1"}, {200, "GET /four HTTP/1.1"}} {
+		if got := body(resps[i]); resps[i].StatusCode != want.code || !strings.HasPrefix(got, want.body) {
+			t.Errorf("response %d: %d %q, want %d %q...", i+1, resps[i].StatusCode, got, want.code, want.body)
 		}
 	}
 }
@@ -158,7 +163,10 @@ func TestFrontHeadersAndFraming(t *testing.T) {
 			code: 400, closes: true},
 		{name: "no route",
 			raw:  "GET /h HTTP/1.1\r\nHost: other.example\r\n\r\n",
-			code: 404},
+			code: 404, body: "404 Not Found: no Ingress rule matches this host and path"},
+		{name: "no route, with a body the proxy does not read",
+			raw:  "POST /h HTTP/1.1\r\nHost: other.example\r\nContent-Length: 5\r\n\r\nhello",
+			code: 404, closes: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := net.Dial("tcp", e.httpAddr)
