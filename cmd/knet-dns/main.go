@@ -13,12 +13,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/debug"
-	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -44,21 +41,12 @@ func main() {
 		os.Exit(2)
 	}
 	gcDefaults()
-	if err := run(&cl); err != nil {
+	if err := cl.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "knet-dns:", err)
 		os.Exit(1)
 	}
 }
 
-func run(cl *dns.CommandLine) error {
-	s, err := cl.Server()
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	return s.Run(ctx)
-}
 
 // gcDefaults applies knet-dns's collector settings where the environment
 // sets none. The live heap is small (informer caches, the snapshot, the

@@ -1,8 +1,11 @@
 package dns
 
 import (
+	"context"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/pflag"
 )
@@ -45,4 +48,15 @@ func (c *CommandLine) Server() (*Server, error) {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	return New(cfg)
+}
+
+// Run builds the Server and serves until SIGTERM or SIGINT.
+func (c *CommandLine) Run() error {
+	s, err := c.Server()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return s.Run(ctx)
 }
