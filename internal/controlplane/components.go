@@ -183,6 +183,11 @@ func (cp *ControlPlane) writeSchedulerConfig() (string, error) {
 		"kind: KubeSchedulerConfiguration",
 		"clientConnection:",
 		"  kubeconfig: " + strconv.Quote(kubeconfig),
+		// Its default (50 QPS, burst 100) paces a burst of pods at a binding and an event
+		// each; as the controller-manager, it talks to a local API server with its own
+		// priority and fairness.
+		"  qps: 500",
+		"  burst: 1000",
 		"leaderElection:",
 		"  leaderElect: false",
 		"",
