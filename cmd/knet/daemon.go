@@ -102,10 +102,10 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 	}()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("cluster", l.Name)
 
-	p.say("underlay %s on bridge %s, %d node namespaces", l.Underlay, l.Bridge, len(l.Nodes))
 	if err := cluster.SetupUnderlay(l); err != nil {
 		return fmt.Errorf("set up the underlay: %w", err)
 	}
+	p.say("underlay %s on bridge %s, %d node namespaces", l.Underlay, l.Bridge, len(l.Nodes))
 	cp, err := controlplane.Start(ctx, controlplane.Config{
 		DataDir:          filepath.Join(l.Dir(), "controlplane"),
 		AdvertiseAddress: l.Gateway.AsSlice(),
