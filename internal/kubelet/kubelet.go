@@ -115,7 +115,7 @@ func (k *Kubelet) Run(ctx context.Context) error {
 		k.envSources = listerEnvSources{pc.ConfigMaps, pc.Secrets, pc.Services}
 		return provider{k}, nodeProvider{k}, nil
 	}, append(opts, func(c *nodeutil.NodeConfig) error {
-		c.Handler = mux
+		c.Handler = ttyWithoutStderr(mux)
 		return nil
 	})...)
 	if err != nil {
