@@ -164,7 +164,10 @@ func (cp *ControlPlane) writeKubeconfigs() error {
 		certName   string
 	}{
 		{"admin.kubeconfig", "kubernetes-admin", []string{"system:masters"}, "admin"},
-		{"controller-manager.kubeconfig", "system:kube-controller-manager", nil, "controller-manager"},
+		// The controllers all use this identity (no per-controller service accounts, see
+		// controllerManagerArgs), so it needs every controller's rights. It runs in this
+		// process, which holds the etcd client key and the CA key anyway.
+		{"controller-manager.kubeconfig", "system:kube-controller-manager", []string{"system:masters"}, "controller-manager"},
 		{"scheduler.kubeconfig", "system:kube-scheduler", nil, "scheduler"},
 	} {
 		path := filepath.Join(cp.dataDir, k.file)
