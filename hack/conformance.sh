@@ -19,7 +19,7 @@
 #
 # Exit status: 0 when every selected suite ran and passed, 1 otherwise.
 # Environment: CONFORMANCE_NAME (cluster name, default conf), CONFORMANCE_TIMEOUT (per e2e suite,
-# default 3h), CYCLONUS_INCLUDE (default conflict), CYCLONUS_ARGS (extra `cyclonus generate` flags).
+# default 3h), CYCLONUS_INCLUDE (default conflict; `all` for every default case), CYCLONUS_ARGS (extra `cyclonus generate` flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
@@ -142,8 +142,10 @@ run_e2e() {
 run_cyclonus() {
 	log "suite cyclonus: generate --include $cyclonus_include over TCP and UDP, log $out/cyclonus.log"
 	# shellcheck disable=SC2086 # CYCLONUS_ARGS is a list of flags
+	local -a include=(--include "$cyclonus_include")
+	[ "$cyclonus_include" = all ] && include=()
 	KUBECONFIG=$kubeconfig bin/cyclonus generate \
-		--include "$cyclonus_include" \
+		"${include[@]}" \
 		--server-protocol tcp,udp \
 		--job-timeout-seconds 2 \
 		--pod-creation-timeout-seconds 180 \
