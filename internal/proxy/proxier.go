@@ -228,12 +228,14 @@ func (p *Proxier) sync(ctx context.Context) error {
 		p.stale[c] = start
 	}
 	p.health.healthy.Store(true)
+	// Health checks follow the rules just applied at once, before the slower conntrack
+	// cleanup: a load balancer that sees traffic served must also see the endpoint counted.
+	problems := append(st.Problems, p.health.sync(st.HealthChecks)...)
 
 	if p.prevState == nil || !udpFrontendsOf(p.prevState).equal(udpFrontendsOf(st)) {
 		p.cleanupUDP(p.prevState, st)
 	}
 	p.prevState = st
-	problems := append(st.Problems, p.health.sync(st.HealthChecks)...)
 	p.report(problems)
 
 	dur := time.Since(start)
