@@ -242,14 +242,18 @@ func TestExternalTrafficPolicyLocalPreservesClientIP(t *testing.T) {
 	if svc.Spec.HealthCheckNodePort == 0 {
 		t.Fatal("no healthCheckNodePort allocated")
 	}
-	resp, err := hc.Get(fmt.Sprintf("http://%s:%d/", nodeIP, svc.Spec.HealthCheckNodePort))
-	if err != nil {
-		t.Fatalf("healthCheckNodePort: %v", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("healthCheckNodePort on the node with the endpoint = %d, want 200", resp.StatusCode)
-	}
+	// A load balancer polls this; it answers 200 once the proxy counted the local endpoint.
+	eventually(t, 5*time.Second, func() error {
+		resp, err := hc.Get(fmt.Sprintf("http://%s:%d/", nodeIP, svc.Spec.HealthCheckNodePort))
+		if err != nil {
+			return fmt.Errorf("healthCheckNodePort: %w", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return errorf("healthCheckNodePort on the node with the endpoint = %d, want 200", resp.StatusCode)
+		}
+		return nil
+	})
 }
 
 func nodeIPs(t *testing.T) []string {
