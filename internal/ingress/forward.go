@@ -190,12 +190,21 @@ func (l *listener) forwardExchange(ex exchange, be *backend) {
 	retriedStale := false
 	var tried map[*endpointPool]bool // endpoints that failed; made on the first retry
 	for {
-		bc, reused, err := ep.get(ctx)
+		// While another endpoint is left to try, a connect gets failoverDial, not the full
+		// DialTimeout: a pod that just went away can leave a neighbour entry behind, and its
+		// SYNs vanish on the bridge instead of being refused (a rolling update lost requests
+		// waiting on such connects until the client gave up).
+		dctx, cancel := ctx, context.CancelFunc(func() {})
+		if len(be.endpoints)-len(tried) > 1 {
+			dctx, cancel = context.WithTimeout(ctx, failoverDial)
+		}
+		bc, reused, err := ep.get(dctx)
 		if err == nil && reused && !replay && !bc.alive() {
 			bc.close()
 			bc, reused, err = nil, false, nil
-			bc, err = ep.dial(ctx)
+			bc, err = ep.dial(dctx)
 		}
+		cancel()
 		if err == nil {
 			if err = ex.send(l, bc); err == nil {
 				err = ex.receive(l, bc)
@@ -242,6 +251,11 @@ func (l *listener) forwardExchange(ex exchange, be *backend) {
 		return
 	}
 }
+
+// failoverDial bounds a connect while other endpoints remain. A connect to a live endpoint of
+// the cluster takes well under a millisecond (the kernel answers the SYN even when the server
+// process is starved of CPU).
+const failoverDial = time.Second
 
 // isConnectError reports a failure to establish the connection, after
 // which the backend surely did not see the request.
