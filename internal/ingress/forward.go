@@ -403,6 +403,69 @@ type respHead struct {
 	upgrade       []string // Upgrade values of a 101 response
 }
 
+// parseStatusLine reads "HTTP/1.x NNN reason" as both response readers accept it.
+func parseStatusLine(line []byte) (code int, http10 bool, err error) {
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
+		return 0, false, fmt.Errorf("malformed status line %q", line)
+	}
+	code, err = strconv.Atoi(string(line[9:12]))
+	if err != nil || code < 100 || code > 999 || (len(line) > 12 && line[12] != ' ') {
+		return 0, false, fmt.Errorf("malformed status line %q", line)
+	}
+	return code, line[7] == '0', nil
+}
+
+// splitHeaderLine splits "Name: value" and checks the name.
+func splitHeaderLine(line []byte) (name, val []byte, err error) {
+	i := bytes.IndexByte(line, ':')
+	if i <= 0 || line[0] == ' ' || line[0] == '\t' || !validToken(line[:i]) {
+		return nil, nil, fmt.Errorf("malformed response header line %q", line)
+	}
+	return line[:i], bytes.TrimSpace(line[i+1:]), nil
+}
+
+// setContentLength records a Content-Length value; repeated values must agree.
+func (h *respHead) setContentLength(val []byte) error {
+	n, err := strconv.ParseInt(string(val), 10, 64)
+	if err != nil || n < 0 || (h.contentLength >= 0 && h.contentLength != n) {
+		return fmt.Errorf("bad Content-Length %q", val)
+	}
+	h.contentLength = n
+	return nil
+}
+
+// setTransferEncoding records chunked framing. "identity", or anything in an HTTP/1.0
+// response, means nothing; other encodings are refused.
+func (h *respHead) setTransferEncoding(val []byte, http10 bool) error {
+	if bytes.EqualFold(val, []byte("chunked")) {
+		h.chunked = true
+		return nil
+	}
+	if http10 || bytes.EqualFold(val, []byte("identity")) {
+		return nil
+	}
+	return fmt.Errorf("unsupported Transfer-Encoding %q", val)
+}
+
+// connectionTokens applies a Connection header's close/keep-alive to h and returns the other
+// tokens it names (headers to drop), except upgrade.
+func (h *respHead) connectionTokens(val []byte, http10 bool, tokens []string) []string {
+	for _, t := range strings.Split(string(val), ",") {
+		t = strings.TrimSpace(t)
+		switch {
+		case strings.EqualFold(t, "close"):
+			h.close = true
+		case strings.EqualFold(t, "keep-alive"):
+			if http10 {
+				h.close = false
+			}
+		case t != "" && !strings.EqualFold(t, "upgrade"):
+			tokens = append(tokens, t)
+		}
+	}
+	return tokens
+}
+
 // readResponseHead parses a response head into hdr (the client response's
 // header map, so no second map is allocated), dropping hop-by-hop headers
 // and skipping 1xx interim responses other than 101.
@@ -419,13 +482,9 @@ func readResponseHead(bc *backendConn, hdr http.Header, h *respHead, isHead bool
 		if err != nil {
 			return fmt.Errorf("read status line: %w", err)
 		}
-		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-			return fmt.Errorf("malformed status line %q", line)
-		}
-		http10 := line[7] == '0'
-		code, err := strconv.Atoi(string(line[9:12]))
-		if err != nil || code < 100 || code > 999 || (len(line) > 12 && line[12] != ' ') {
-			return fmt.Errorf("malformed status line %q", line)
+		code, http10, err := parseStatusLine(line)
+		if err != nil {
+			return err
 		}
 		h.status = code
 		h.close = http10
@@ -438,42 +497,23 @@ func readResponseHead(bc *backendConn, hdr http.Header, h *respHead, isHead bool
 			if len(line) == 0 {
 				break
 			}
-			i := bytes.IndexByte(line, ':')
-			if i <= 0 || line[0] == ' ' || line[0] == '\t' || !validToken(line[:i]) {
-				return fmt.Errorf("malformed response header line %q", line)
+			name, val, err := splitHeaderLine(line)
+			if err != nil {
+				return err
 			}
-			key := canonicalKey(line[:i])
-			val := bytes.TrimSpace(line[i+1:])
+			key := canonicalKey(name)
 			switch key {
 			case "Content-Length":
-				n, err := strconv.ParseInt(string(val), 10, 64)
-				if err != nil || n < 0 || (h.contentLength >= 0 && h.contentLength != n) {
-					return fmt.Errorf("bad Content-Length %q", val)
+				if err := h.setContentLength(val); err != nil {
+					return err
 				}
-				h.contentLength = n
 				hdr[key] = []string{string(val)}
 			case "Transfer-Encoding":
-				if !bytes.EqualFold(val, []byte("chunked")) {
-					if http10 || bytes.EqualFold(val, []byte("identity")) {
-						continue
-					}
-					return fmt.Errorf("unsupported Transfer-Encoding %q", val)
+				if err := h.setTransferEncoding(val, http10); err != nil {
+					return err
 				}
-				h.chunked = true
 			case "Connection":
-				for _, t := range strings.Split(string(val), ",") {
-					t = strings.TrimSpace(t)
-					switch {
-					case strings.EqualFold(t, "close"):
-						h.close = true
-					case strings.EqualFold(t, "keep-alive"):
-						if http10 {
-							h.close = false
-						}
-					case t != "" && !strings.EqualFold(t, "upgrade"):
-						connTokens = append(connTokens, textproto.CanonicalMIMEHeaderKey(t))
-					}
-				}
+				connTokens = h.connectionTokens(val, http10, connTokens)
 			case "Upgrade":
 				h.upgrade = append(h.upgrade, string(val))
 			case "Keep-Alive", "Proxy-Connection", "Te", "Trailer":
@@ -482,7 +522,7 @@ func readResponseHead(bc *backendConn, hdr http.Header, h *respHead, isHead bool
 			}
 		}
 		for _, k := range connTokens {
-			delete(hdr, k)
+			delete(hdr, textproto.CanonicalMIMEHeaderKey(k))
 		}
 		if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
 			clear(hdr)

@@ -550,13 +550,9 @@ func (fc *frontConn) receive(l *listener, bc *backendConn) error {
 		if err != nil {
 			return fmt.Errorf("read status line: %w", err)
 		}
-		if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
-			return fmt.Errorf("malformed status line %q", line)
-		}
-		http10 := line[7] == '0'
-		code, err := strconv.Atoi(string(line[9:12]))
-		if err != nil || code < 100 || code > 999 || (len(line) > 12 && line[12] != ' ') {
-			return fmt.Errorf("malformed status line %q", line)
+		code, http10, err := parseStatusLine(line)
+		if err != nil {
+			return err
 		}
 		h.status, h.close = code, http10
 		fc.resp = append(fc.resp, "HTTP/1.1 "...)
@@ -576,43 +572,23 @@ func (fc *frontConn) receive(l *listener, bc *backendConn) error {
 			if len(line) == 0 {
 				break
 			}
-			i := bytes.IndexByte(line, ':')
-			if i <= 0 || line[0] == ' ' || line[0] == '\t' || !validToken(line[:i]) {
-				return fmt.Errorf("malformed response header line %q", line)
+			k, val, err := splitHeaderLine(line)
+			if err != nil {
+				return err
 			}
-			k := line[:i]
-			val := bytes.TrimSpace(line[i+1:])
 			switch {
 			case bytesHeaderIs(k, "Content-Length"):
-				n, err := strconv.ParseInt(string(val), 10, 64)
-				if err != nil || n < 0 || (h.contentLength >= 0 && h.contentLength != n) {
-					return fmt.Errorf("bad Content-Length %q", val)
+				if err := h.setContentLength(val); err != nil {
+					return err
 				}
-				h.contentLength = n
 				continue // written below, once
 			case bytesHeaderIs(k, "Transfer-Encoding"):
-				if !bytes.EqualFold(val, []byte("chunked")) {
-					if http10 || bytes.EqualFold(val, []byte("identity")) {
-						continue
-					}
-					return fmt.Errorf("unsupported Transfer-Encoding %q", val)
+				if err := h.setTransferEncoding(val, http10); err != nil {
+					return err
 				}
-				h.chunked = true
 				continue
 			case bytesHeaderIs(k, "Connection"):
-				for _, t := range strings.Split(string(val), ",") {
-					t = strings.TrimSpace(t)
-					switch {
-					case strings.EqualFold(t, "close"):
-						h.close = true
-					case strings.EqualFold(t, "keep-alive"):
-						if http10 {
-							h.close = false
-						}
-					case t != "" && !strings.EqualFold(t, "upgrade"):
-						connTokens = append(connTokens, t)
-					}
-				}
+				connTokens = h.connectionTokens(val, http10, connTokens)
 				continue
 			case bytesHeaderIs(k, "Keep-Alive"), bytesHeaderIs(k, "Proxy-Connection"), bytesHeaderIs(k, "Te"),
 				bytesHeaderIs(k, "Trailer"), bytesHeaderIs(k, "Upgrade"):
