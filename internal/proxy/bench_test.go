@@ -13,7 +13,10 @@ import (
 
 // benchInputs builds n ClusterIP Services with 10 endpoints each, a tenth of
 // them NodePorts.
-func benchInputs(n int) Inputs {
+func benchInputs(n int) Inputs { return testInputs(benchObjects(n)...) }
+
+// benchObjects are benchInputs' Services and EndpointSlices.
+func benchObjects(n int) []any {
 	objs := make([]any, 0, 2*n)
 	for i := range n {
 		name := fmt.Sprintf("svc-%d", i)
@@ -30,8 +33,7 @@ func benchInputs(n int) Inputs {
 		}
 		objs = append(objs, svc, makeSlice("bench", name, name+"-1", "http", v1.ProtocolTCP, 8080, eps...))
 	}
-	in := testInputs(objs...)
-	return in
+	return objs
 }
 
 // BenchmarkFullSync measures the pure part of a full sync: desired state,

@@ -23,7 +23,12 @@
 // externalIPs, LoadBalancer ingress IPs) and l4proto . dport in
 // @service-nodeports (NodePorts), so the per-packet cost does not grow with
 // the number of Services. Service chains pick an endpoint with a cascade of
-// numgen random matches; endpoint chains DNAT. Service ports without usable endpoints are in
+// numgen random matches that DNAT directly; only ClientIP affinity adds a
+// chain per endpoint (it records the client). Hairpin connections (a pod
+// reaching itself through a Service) are found and masqueraded in
+// postrouting. nft reads every chain of the table before each transaction,
+// so chains are kept few: a one-Service change costs what the chain count
+// costs. Service ports without usable endpoints are in
 // @no-endpoint-services / @no-endpoint-nodeports, checked from the filter
 // input/forward/output hooks, and are rejected (TCP reset, ICMP port
 // unreachable otherwise), never silently dropped.

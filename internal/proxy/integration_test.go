@@ -78,7 +78,7 @@ type testNet struct {
 	node, podA, podB netns.NsHandle
 }
 
-func ipCmd(t *testing.T, args ...string) {
+func ipCmd(t testing.TB, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
@@ -90,7 +90,7 @@ func ipCmd(t *testing.T, args ...string) {
 // "pod" namespaces (10.244.1.10, 10.244.1.11) on the bridge with a route to
 // the Service range via the bridge. No default route anywhere. Everything
 // is removed by t.Cleanup, also on failure.
-func setupNet(t *testing.T) *testNet {
+func setupNet(t testing.TB) *testNet {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespaces, nftables)")
 	}
@@ -142,7 +142,7 @@ func setupNet(t *testing.T) *testNet {
 
 // serveTCP starts, in ns, a TCP server on :8080 that greets with name and
 // then echoes lines.
-func serveTCP(t *testing.T, ns netns.NsHandle, name string) {
+func serveTCP(t testing.TB, ns netns.NsHandle, name string) {
 	var ln net.Listener
 	if err := netnsrun.Run(ns, func() (err error) { ln, err = net.Listen("tcp4", ":8080"); return err }); err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func dialTCP(ns netns.NsHandle, addr string) (string, net.Conn, error) {
 	return strings.TrimSpace(line), c, nil
 }
 
-func startNSProxier(t *testing.T, tn *testNet, client *fake.Clientset) (p *Proxier, nft *nsNFT, stop func()) {
+func startNSProxier(t testing.TB, tn *testNet, client *fake.Clientset) (p *Proxier, nft *nsNFT, stop func()) {
 	t.Helper()
 	nft, err := newNSNFT(tn.node)
 	if err != nil {
@@ -213,7 +213,7 @@ func startNSProxier(t *testing.T, tn *testNet, client *fake.Clientset) (p *Proxi
 		Client: client, NodeName: testNode, ClusterCIDR: "10.244.0.0/16",
 		NodeIPs: []net.IP{net.ParseIP("10.244.1.1")}, MinSyncInterval: 20 * time.Millisecond,
 		Recorder: record.NewFakeRecorder(100), NFT: nft, Conntrack: NetlinkConntrack{Handle: h},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: testLogger(),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -243,6 +243,15 @@ func startNSProxier(t *testing.T, tn *testNet, client *fake.Clientset) (p *Proxi
 		t.Errorf("sync failures against real nftables: %d", p.Stats().SyncFailures)
 	}
 	return p, nft, stop
+}
+
+// testLogger discards logs unless KNET_TEST_PROXY_DEBUG is set, which
+// prints debug logs (event and sync timings) to stderr.
+func testLogger() *slog.Logger {
+	if os.Getenv("KNET_TEST_PROXY_DEBUG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 func TestIntegrationClusterIPOverRealNftables(t *testing.T) {

@@ -144,7 +144,7 @@ func plan(tx *knftables.Transaction, applied, next *ruleset, existing map[string
 			tx.Flush(m)
 		}
 	} else {
-		for _, c := range []string{setClusterIPs, setNodePortIPs} {
+		for _, c := range staticElementSets {
 			old, cur := applied.elements[c], next.elements[c]
 			for _, k := range old.keys() {
 				if e, ok := cur.get(k); !ok || !sameElement(e, old.byKey[k]) {
@@ -163,7 +163,7 @@ func plan(tx *knftables.Transaction, applied, next *ruleset, existing map[string
 			}
 		}
 	}
-	for _, c := range []string{setClusterIPs, setNodePortIPs} {
+	for _, c := range staticElementSets {
 		old, cur := applied.elements[c], next.elements[c]
 		for _, k := range cur.keys() {
 			if e, ok := old.get(k); !ok || !sameElement(e, cur.byKey[k]) {
@@ -253,7 +253,7 @@ func affinitySet(a affinitySpec) *knftables.Set {
 
 func sameElement(a, b element) bool { return a.value == b.value && a.comment == b.comment }
 
-func isSet(c string) bool { return c == setClusterIPs || c == setNodePortIPs }
+func isSet(c string) bool { return slices.Contains(staticElementSets, c) }
 
 func toElement(c string, e element) *knftables.Element {
 	el := &knftables.Element{Key: e.key}

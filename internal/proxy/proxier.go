@@ -46,6 +46,9 @@ type Proxier struct {
 	syncs       atomic.Uint64
 	failures    atomic.Uint64
 	lastSyncDur atomic.Int64
+	// dirtySince is when the oldest change not yet synced arrived (unix
+	// ns, 0 = none), so a sync can log how long a change waited for it.
+	dirtySince atomic.Int64
 
 	// Owned by the Run goroutine.
 	applied     *ruleset // nil: kernel state unknown, next sync is full
@@ -104,17 +107,19 @@ func New(cfg Config) (*Proxier, error) {
 		warned:      map[types.NamespacedName]map[string]bool{},
 	}
 	p.health = newHealthServers(cfg.HealthCheckBindIP, p.log)
-	mark := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { p.markDirty() },
-		UpdateFunc: func(any, any) { p.markDirty() },
-		DeleteFunc: func(any) { p.markDirty() },
+	mark := func(kind string) cache.ResourceEventHandlerFuncs {
+		return cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(o any) { p.markDirty(kind, "add", o) },
+			UpdateFunc: func(_, o any) { p.markDirty(kind, "update", o) },
+			DeleteFunc: func(o any) { p.markDirty(kind, "delete", o) },
+		}
 	}
 	si := svcFactory.Core().V1().Services()
 	ei := sliceFactory.Discovery().V1().EndpointSlices()
-	if _, err := si.Informer().AddEventHandler(mark); err != nil {
+	if _, err := si.Informer().AddEventHandler(mark("Service")); err != nil {
 		return nil, fmt.Errorf("proxy: watch Services: %w", err)
 	}
-	if _, err := ei.Informer().AddEventHandler(mark); err != nil {
+	if _, err := ei.Informer().AddEventHandler(mark("EndpointSlice")); err != nil {
 		return nil, fmt.Errorf("proxy: watch EndpointSlices: %w", err)
 	}
 	p.services, p.slices = si.Lister(), ei.Lister()
@@ -123,7 +128,16 @@ func New(cfg Config) (*Proxier, error) {
 
 const labelProxyName = "service.kubernetes.io/service-proxy-name"
 
-func (p *Proxier) markDirty() { p.loop.Mark() }
+// markDirty asks for a sync. At debug level it logs the event, so a
+// Service's programming latency can be followed from event to nft.
+func (p *Proxier) markDirty(kind, op string, obj any) {
+	p.dirtySince.CompareAndSwap(0, time.Now().UnixNano())
+	p.loop.Mark()
+	if p.log.Enabled(context.Background(), slog.LevelDebug) {
+		key, _ := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+		p.log.Debug("event", "kind", kind, "op", op, "key", key)
+	}
+}
 
 // Synced is closed after the first successful sync.
 func (p *Proxier) Synced() <-chan struct{} { return p.synced }
@@ -193,11 +207,18 @@ func (p *Proxier) inputs() (Inputs, error) {
 // sync computes, renders and applies the desired state once.
 func (p *Proxier) sync(ctx context.Context) error {
 	start := time.Now()
+	// Changes that arrive from here on are read by this sync or mark the
+	// next one.
+	waited := time.Duration(0)
+	if since := p.dirtySince.Swap(0); since != 0 {
+		waited = start.Sub(time.Unix(0, since))
+	}
 	in, err := p.inputs()
 	if err != nil {
 		return err
 	}
 	st := ComputeWith(in, &p.memo)
+	computed := time.Now()
 	// Fragments of unchanged ServicePorts are reused from the applied
 	// ruleset, so render and plan cost what changed.
 	next := renderFrom(st, p.applied)
@@ -216,12 +237,14 @@ func (p *Proxier) sync(ctx context.Context) error {
 	}
 	tx := p.nft.NewTransaction()
 	stale := plan(tx, p.applied, next, existing, !p.baseCreated)
+	planned := time.Now()
 	if tx.NumOperations() > 0 {
 		if err := p.nft.Run(ctx, tx); err != nil {
 			p.health.healthy.Store(false)
 			return fmt.Errorf("apply nftables table %s (%d operations): %w", TableName, tx.NumOperations(), err)
 		}
 	}
+	applied := time.Now()
 	full := p.applied == nil
 	p.applied, p.baseCreated = next, true
 	for _, c := range stale {
@@ -242,7 +265,12 @@ func (p *Proxier) sync(ctx context.Context) error {
 	p.syncs.Add(1)
 	p.lastSyncDur.Store(int64(dur))
 	p.syncedOnce.Do(func() { close(p.synced) })
-	p.log.Debug("synced", "full", full, "servicePorts", len(st.ServicePorts), "operations", tx.NumOperations(), "elapsed", dur)
+	// waited: oldest change → sync start; compute: caches → desired state;
+	// plan: render + diff (+ listing the table on a full sync); nft: the
+	// transaction; after: health checks, UDP conntrack cleanup, events.
+	p.log.Debug("synced", "full", full, "servicePorts", len(st.ServicePorts), "operations", tx.NumOperations(),
+		"waited", waited, "compute", computed.Sub(start), "plan", planned.Sub(computed), "nft", applied.Sub(planned),
+		"after", time.Since(applied), "elapsed", dur)
 	return nil
 }
 

@@ -185,7 +185,7 @@ func TestProxierFollowsEndpointSlices(t *testing.T) {
 	})
 	// The endpoint chains are flushed now and deleted a second later.
 	eventually(t, "stale endpoint chains deleted", func() bool {
-		h.p.markDirty()
+		h.p.loop.Mark()
 		chains, _ := h.fake.List(context.Background(), "chain")
 		for _, c := range chains {
 			if strings.Contains(c, "ns1/web") {

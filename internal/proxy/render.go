@@ -33,6 +33,7 @@ const (
 	chainFirewallCheck    = "firewall-check"
 	setClusterIPs         = "cluster-ips"
 	setNodePortIPs        = "nodeport-ips"
+	setHairpin            = "hairpin"
 	mapServiceIPs         = "service-ips"
 	mapServiceNodePorts   = "service-nodeports"
 	mapNoEndpointServices = "no-endpoint-services"
@@ -71,7 +72,17 @@ var baseChains = map[string]struct {
 var staticSets = []*knftables.Set{
 	{Name: setClusterIPs, Type: "ipv4_addr", Comment: knftables.PtrTo("active ClusterIPs")},
 	{Name: setNodePortIPs, Type: "ipv4_addr", Comment: knftables.PtrTo("node addresses that accept NodePort traffic")},
+	{
+		Name: setHairpin, Type: "ipv4_addr . ipv4_addr", Comment: knftables.PtrTo("source . source of new DNATed connections, to tell hairpin ones"),
+		// Elements only need to live while postrouting looks them up; the
+		// size bounds it by sources seen in one second, not connections.
+		Flags: []knftables.SetFlag{knftables.DynamicFlag, knftables.TimeoutFlag}, Timeout: knftables.PtrTo(time.Second), Size: knftables.PtrTo(uint64(65535)),
+	},
 }
+
+// staticElementSets are the sets whose elements the proxy writes: rebuilt
+// every sync and diffed by key (not owned by one ServicePort's fragment).
+var staticElementSets = []string{setClusterIPs, setNodePortIPs}
 
 var staticMaps = []*knftables.Map{
 	{Name: mapServiceIPs, Type: "ipv4_addr . inet_proto . inet_service : verdict", Comment: knftables.PtrTo("ClusterIP, externalIP and LoadBalancer IP traffic")},
@@ -255,6 +266,16 @@ func renderFrom(st *State, prev *ruleset) *ruleset {
 	})
 	r.setChain(chainMarkMasq, []string{"mark set mark or " + mark})
 	r.setChain(chainMasquerading, []string{
+		// Hairpin: a pod reaching itself through a Service is masqueraded,
+		// or it would see its own address as the source and drop the reply.
+		// Hairpin means source == destination after DNAT, and nft cannot
+		// compare two fields, so: put (saddr, saddr) in @hairpin, then look
+		// up (saddr, daddr); only pairs of equal addresses are ever in the
+		// set, so the lookup matches exactly when daddr == saddr. Deciding
+		// it here, once per new DNATed connection, spares every endpoint a
+		// chain of its own (nft reads every chain of the table before each
+		// transaction) and the proxy a set of endpoint addresses to sync.
+		"ct status dnat update @" + setHairpin + " { ip saddr . ip saddr } ip saddr . ip daddr @" + setHairpin + " jump " + chainMarkMasq,
 		"mark and " + mark + " == 0 return",
 		// Clear the bit so a packet that is forwarded again is judged afresh.
 		"mark set mark xor " + mark,
@@ -415,49 +436,46 @@ func renderServicePort(r *fragment, sp *ServicePort, cidr string) {
 	}
 }
 
-// appendBalance adds affinity lookups, the random endpoint pick, and the
-// endpoint chains (with their affinity sets) to r.
+// appendBalance adds affinity lookups and the random endpoint pick to r,
+// and for ClientIP affinity the endpoint chains with their affinity sets.
 //
-// The pick is a cascade, as iptables' statistic match: rule i jumps to
+// The pick is a cascade, as iptables' statistic match: rule i picks
 // endpoint i with probability 1/(n-i), so each endpoint gets 1/n. A single
 // "numgen random mod n vmap { ... }" would need an anonymous set per
 // Service, and the kernel resolves a set created in the same transaction by
 // a walk over the whole transaction: a full sync at 10k Services took
 // minutes instead of seconds. Only a connection's first packet walks the
 // cascade.
+//
+// Without affinity a pick DNATs directly (a NAT statement ends the chain),
+// so an endpoint costs one rule and no chain: nft lists every chain of the
+// table before it applies any transaction, and with a chain per endpoint
+// that listing was most of the cost of a one-Service change at 1k Services.
 func appendBalance(rules []string, r *fragment, sp *ServicePort, base string, eps []Endpoint) []string {
 	picks := make([]string, 0, len(eps))
 	for i, ep := range eps {
 		ipStr, portStr := ep.IP.String(), strconv.Itoa(int(ep.Port))
-		epName := ipStr + ":" + portStr
-		// Endpoint names use "/" instead of ":" because ":" is not allowed
-		// in nft identifiers.
-		epID := base + "__" + ipStr + "/" + portStr
-		chain := prefixEndpoint + epID
+		dnat := "meta l4proto " + sp.Protocol + " dnat to " + ipStr + ":" + portStr
+		action := dnat
 		if sp.AffinityTimeout > 0 {
+			// Endpoint names use "/" instead of ":" because ":" is not
+			// allowed in nft identifiers.
+			epID := base + "__" + ipStr + "/" + portStr
+			chain := prefixEndpoint + epID
 			// The timeout is in the set's name so a changed timeout is a new
 			// set (set properties cannot be modified in place).
 			set := prefixAffinity + epID + "__" + strconv.Itoa(int(sp.AffinityTimeout/time.Second)) + "s"
 			r.addAffinity(set, sp.AffinityTimeout)
 			rules = append(rules, "ip saddr @"+set+" goto "+chain)
 			if !r.hasChain(chain) {
-				r.setChain(chain, []string{
-					"ip saddr " + ipStr + " jump " + chainMarkMasq,
-					"update @" + set + " { ip saddr }",
-					"meta l4proto " + sp.Protocol + " dnat to " + epName,
-				})
+				r.setChain(chain, []string{"update @" + set + " { ip saddr }", dnat})
 			}
-		} else if !r.hasChain(chain) {
-			r.setChain(chain, []string{
-				// Hairpin: a pod reaching itself through its Service.
-				"ip saddr " + ipStr + " jump " + chainMarkMasq,
-				"meta l4proto " + sp.Protocol + " dnat to " + epName,
-			})
+			action = "goto " + chain
 		}
 		if left := len(eps) - i; left > 1 {
-			picks = append(picks, "numgen random mod "+strconv.Itoa(left)+" == 0 goto "+chain)
+			picks = append(picks, "numgen random mod "+strconv.Itoa(left)+" == 0 "+action)
 		} else {
-			picks = append(picks, "goto "+chain)
+			picks = append(picks, action)
 		}
 	}
 	return append(rules, picks...)

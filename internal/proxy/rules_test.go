@@ -376,7 +376,9 @@ func TestEndpointPickIsUniform(t *testing.T) {
 	}
 	objs = append(objs, makeService("ns1", "five", "10.96.0.140", nil), makeSlice("ns1", "five", "five-1", "http", v1.ProtocolTCP, 8080, five...))
 	nft, _ := applyFull(t, testInputs(objs...))
-	reCascade := regexp.MustCompile(`^numgen random mod (\d+) == 0 goto (endpoint-\S+)$`)
+	// A pick either DNATs (no affinity) or goes to an endpoint chain.
+	reCascade := regexp.MustCompile(`^numgen random mod (\d+) == 0 (goto endpoint-\S+|meta l4proto \S+ dnat to \S+)$`)
+	reLast := regexp.MustCompile(`^(goto endpoint-\S+|meta l4proto \S+ dnat to \S+)$`)
 	checked := 0
 	for name, ch := range nft.Table.Chains {
 		if !strings.HasPrefix(name, prefixCluster) && !strings.HasPrefix(name, prefixLocal) {
@@ -389,8 +391,8 @@ func TestEndpointPickIsUniform(t *testing.T) {
 				k, _ := strconv.Atoi(m[1])
 				p[m[2]] += left / float64(k)
 				left *= float64(k-1) / float64(k)
-			} else if target, ok := strings.CutPrefix(r.Rule, "goto "+prefixEndpoint); ok {
-				p[prefixEndpoint+target] += left
+			} else if m := reLast.FindStringSubmatch(r.Rule); m != nil {
+				p[m[1]] += left
 				left = 0
 			}
 		}

@@ -48,6 +48,8 @@ type pktState struct {
 	mark     bool
 	dnat     []string
 	masq     bool
+	// dnatted: conntrack has DNATed this connection (ct status dnat).
+	dnatted bool
 }
 
 func tracePacket(t testing.TB, nft *knftables.Fake, localIPs []netip.Addr, p packet) traceResult {
@@ -80,9 +82,20 @@ func tracePacket(t testing.TB, nft *knftables.Fake, localIPs []netip.Addr, p pac
 	if v := tr.run(filterChain, &fst); v == "reject" || v == "drop" {
 		return traceResult{verdict: strings.ToUpper(v), dnat: res.dnat}
 	}
-	post := &pktState{mark: st.mark}
-	tr.run(chainNATPostrouting, post)
-	res.masq = post.masq
+	// Postrouting sees the DNATed destination: follow every possible one;
+	// the packet may be masqueraded if any branch is.
+	dsts := []netip.Addr{st.dst}
+	if len(st.dnat) > 0 {
+		dsts = dsts[:0]
+		for _, d := range st.dnat {
+			dsts = append(dsts, netip.MustParseAddrPort(d).Addr())
+		}
+	}
+	for _, d := range dsts {
+		post := &pktState{src: st.src, dst: d, proto: st.proto, mark: st.mark, dnatted: len(st.dnat) > 0}
+		tr.run(chainNATPostrouting, post)
+		res.masq = res.masq || post.masq
+	}
 	return res
 }
 
@@ -98,10 +111,12 @@ var (
 	reFibLocal  = regexp.MustCompile(`^fib (saddr|daddr) type local `)
 	reProto     = regexp.MustCompile(`^meta l4proto (tcp|udp|sctp) `)
 	reMarkClear = regexp.MustCompile(`^mark and \S+ == 0 `)
+	reCtDNAT    = regexp.MustCompile(`^ct status dnat `)
+	reHairpin   = regexp.MustCompile(`^update @(\S+) \{ ip saddr \. ip saddr \} ip saddr \. ip daddr @(\S+) `)
 
 	reDispatch     = regexp.MustCompile(`^ip daddr \. meta l4proto \. th dport vmap @(\S+)$`)
 	rePortDispatch = regexp.MustCompile(`^meta l4proto \. th dport vmap @(\S+)$`)
-	reNumgen       = regexp.MustCompile(`^numgen random mod (\d+) == 0 goto (\S+)$`)
+	reNumgen       = regexp.MustCompile(`^numgen random mod (\d+) == 0 (.+)$`)
 	reJump         = regexp.MustCompile(`^(jump|goto) (\S+)$`)
 	reDNAT         = regexp.MustCompile(`^dnat to (\S+)$`)
 	reReject       = regexp.MustCompile(`^reject( with tcp reset)?$`)
@@ -191,6 +206,18 @@ func (tr *tracer) matches(rule string, st *pktState) (string, bool) {
 			m := reProto.FindStringSubmatch(rule)
 			ok = ok && st.proto == m[1]
 			rule = rule[len(m[0]):]
+		case reCtDNAT.MatchString(rule):
+			ok = ok && st.dnatted
+			rule = rule[len(reCtDNAT.FindString(rule)):]
+		case reHairpin.MatchString(rule):
+			// update @s { ip saddr . ip saddr } ip saddr . ip daddr @s: the
+			// set holds only equal pairs, so this matches iff saddr == daddr.
+			m := reHairpin.FindStringSubmatch(rule)
+			if m[1] != m[2] || tr.table.Sets[m[1]] == nil {
+				tr.t.Fatalf("tracer: hairpin rule %q: sets differ or do not exist", rule)
+			}
+			ok = ok && st.src == st.dst
+			rule = rule[len(m[0]):]
 		case reMarkClear.MatchString(rule):
 			ok = ok && !st.mark
 			rule = rule[len(reMarkClear.FindString(rule)):]
@@ -237,7 +264,9 @@ func (tr *tracer) action(chain, rule string, st *pktState) (string, bool) {
 		m := reNumgen.FindStringSubmatch(rule)
 		branch := *st
 		branch.dnat = nil
-		tr.run(m[2], &branch)
+		if rest, ok := tr.matches(m[2], &branch); ok {
+			tr.action(chain, rest, &branch)
+		}
 		st.dnat = append(st.dnat, branch.dnat...)
 		st.mark = st.mark || branch.mark
 		return "", false
