@@ -20,6 +20,12 @@ import (
 // them (rtnetlink protocol numbers above 4 are free for daemons; 0x4b = 'K').
 const guardProtocol netlink.RouteProtocol = 0x4b
 
+// underlayGSOMaxSize is the IPv4 GSO limit of every underlay link: the kernel's
+// maximum, so the underlay never makes the kernel segment what pods send in
+// units above 64 KiB (BIG TCP; the CNI's gsoMaxSize). Node-to-node and
+// host-to-node TCP use it too. Kernels before 6.3 ignore it.
+const underlayGSOMaxSize = 524280
+
 // CheckAddressSpace fails when the cluster's ranges collide with a route the host already has
 // (another bridge, a VPN, the uplink), because knet would then capture or leak that traffic.
 func CheckAddressSpace(l Layout) error {
@@ -64,10 +70,26 @@ func SetupUnderlay(l Layout) error {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
 	}
+	// The host sends through the bridge; a bridge takes more than 64 KiB
+	// only once it has ports.
+	if err := ensureGSOMaxSize(netlink.LinkSetGSOIPv4MaxSize, br); err != nil {
+		return err
+	}
 	for _, guard := range guardRoutes(l) {
 		if err := netlink.RouteAdd(guard); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add guard route %s: %w", guard.Dst, err)
 		}
+	}
+	return nil
+}
+
+// ensureGSOMaxSize raises a link's IPv4 GSO limit to underlayGSOMaxSize.
+func ensureGSOMaxSize(set func(netlink.Link, int) error, link netlink.Link) error {
+	if link.Attrs().GSOIPv4MaxSize == underlayGSOMaxSize {
+		return nil
+	}
+	if err := set(link, underlayGSOMaxSize); err != nil {
+		return fmt.Errorf("set gso_ipv4_max_size %d on %s: %w", underlayGSOMaxSize, link.Attrs().Name, err)
 	}
 	return nil
 }
@@ -92,7 +114,11 @@ func ensureBridge(l Layout) (netlink.Link, error) {
 		return nil, fmt.Errorf("bring up bridge %s: %w", l.Bridge, err)
 	}
 	// Frames between nodes need no netfilter pass on the host (the nodes do their own NAT and
-	// policy): skip br_netfilter on this bridge, saving a conntrack lookup per packet.
+	// policy). These knobs skip br_netfilter on this bridge only where the host's
+	// net.bridge.bridge-nf-call-iptables is 0: the kernel ORs the two, and knet leaves the
+	// host-wide sysctl alone (other bridges, Docker's among them, rely on it). Where it is 1,
+	// frames between nodes pass the host's ip hooks, so a host conntrack table costs them a
+	// lookup each.
 	for _, knob := range []string{"nf_call_iptables", "nf_call_ip6tables", "nf_call_arptables"} {
 		path := filepath.Join("/sys/class/net", l.Bridge, "bridge", knob)
 		if err := os.WriteFile(path, []byte("0"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -142,6 +168,12 @@ func ensureNode(l Layout, n NodeLayout, br netlink.Link) error {
 	eth0, err := h.LinkByName("eth0")
 	if err != nil {
 		return fmt.Errorf("find eth0: %w", err)
+	}
+	if err := ensureGSOMaxSize(netlink.LinkSetGSOIPv4MaxSize, host); err != nil {
+		return err
+	}
+	if err := ensureGSOMaxSize(h.LinkSetGSOIPv4MaxSize, eth0); err != nil {
+		return fmt.Errorf("in the node: %w", err)
 	}
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: net.IP(n.IP.AsSlice()), Mask: net.CIDRMask(l.Underlay.Bits(), 32)}}
 	if err := h.AddrReplace(eth0, addr); err != nil {

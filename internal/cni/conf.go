@@ -43,6 +43,14 @@ const (
 	DefaultDataRoot = "/var/lib/knet/ipam"
 	// ConfListVersion is the CNI version of the rendered conflist.
 	ConfListVersion = "1.1.0"
+	// MaxGSOSize is the largest gsoMaxSize the kernel accepts on a veth or a
+	// bridge (GSO_MAX_SIZE).
+	MaxGSOSize = 524280
+	// BigTCPGSOSize is the gsoMaxSize knet uses where every link of the pod
+	// network is its own (knet up's host-gw mode). In bench/podnet it took
+	// the CPU per GB of cross-node pod-to-pod TCP from 1.10x to 0.81x that of
+	// a plain veth pair with the kernel's 64 KiB.
+	BigTCPGSOSize = 262144
 )
 
 // PortMapping is one hostPort, in the format of the CNI "portMappings" capability.
@@ -71,6 +79,16 @@ type NetConf struct {
 	// DNAT sends the packet back out the port it came in on. Default true; a
 	// pointer so an explicit false in JSON survives Defaults.
 	HairpinMode *bool `json:"hairpinMode,omitempty"`
+	// GSOMaxSize, if set, is the largest IPv4 packet (bytes) the kernel builds
+	// or forwards as one unit on the bridge and both ends of each pod veth
+	// ("BIG TCP", Linux 6.3+). TCP in a pod then sends up to that much per
+	// packet, and every hop (veth, bridge, conntrack, routing) costs once per
+	// unit instead of once per 64 KiB. 0 keeps the kernel default (64 KiB).
+	// Set it only when every device pod traffic leaves through takes the same
+	// size: before a device with a smaller limit the kernel segments in
+	// software, which is slower than not raising it at all; a VXLAN device
+	// cannot carry more than 64 KiB per packet.
+	GSOMaxSize int `json:"gsoMaxSize,omitempty"`
 
 	RuntimeConfig RuntimeConfig `json:"runtimeConfig,omitempty"`
 }
@@ -114,6 +132,9 @@ func (c *NetConf) Validate() error {
 	}
 	if c.MTU < 576 || c.MTU > 65535 {
 		return fmt.Errorf("mtu %d out of range 576..65535", c.MTU)
+	}
+	if c.GSOMaxSize != 0 && (c.GSOMaxSize < 65536 || c.GSOMaxSize > MaxGSOSize) {
+		return fmt.Errorf("gsoMaxSize %d out of range 65536..%d: leave it out (or 0) for the kernel default", c.GSOMaxSize, MaxGSOSize)
 	}
 	if !filepath.IsAbs(c.DataDir) {
 		return fmt.Errorf("dataDir %q must be an absolute path", c.DataDir)
@@ -185,6 +206,9 @@ func ConfList(c NetConf) ([]byte, error) {
 		"dataDir":      c.DataDir,
 		"hairpinMode":  c.hairpin(),
 		"capabilities": map[string]bool{"portMappings": true},
+	}
+	if c.GSOMaxSize != 0 {
+		plugin["gsoMaxSize"] = c.GSOMaxSize
 	}
 	list := map[string]any{
 		"cniVersion": ConfListVersion,

@@ -165,6 +165,41 @@ func createVeth(node, pod netlinksafe.Handle, s vethSpec) (host, podEnd netlink.
 	return host, podEnd, nil
 }
 
+// raiseGSOMaxSize gives the bridge, the host end and then the pod end of a
+// pod's veth the GSO limit size. The order keeps a refusal harmless: the pod
+// end caps what TCP in the pod sends, so it is raised only after every device
+// its packets cross on this node took the limit; on error the pod keeps
+// sending 64 KiB units and works as before. (The veth request cannot carry
+// the peer's limit, hence separate requests.)
+func raiseGSOMaxSize(node, pod netlinksafe.Handle, br *netlink.Bridge, host, podEnd netlink.Link, size int) error {
+	// The bridge is the output device for packets the node routes to its pods
+	// (from other nodes, from the node itself). The kernel caps a bridge's
+	// limit by its ports' and refuses more than 64 KiB while it has none, so
+	// this waits for the first port; later ports keep it.
+	if int(br.Attrs().GSOIPv4MaxSize) != size {
+		if err := setGSOMaxSize(node, br, size); err != nil {
+			return err
+		}
+	}
+	if err := setGSOMaxSize(node, host, size); err != nil {
+		return err
+	}
+	if err := setGSOMaxSize(pod, podEnd, size); err != nil {
+		return fmt.Errorf("in pod: %w", err)
+	}
+	return nil
+}
+
+// setGSOMaxSize sets the IPv4 GSO limit of a link (BIG TCP): it caps the
+// packets local TCP builds on it, and a forwarded packet above it is segmented
+// in software. (The GRO limit is left alone: veths and bridges run no GRO.)
+func setGSOMaxSize(h netlinksafe.Handle, link netlink.Link, size int) error {
+	if err := h.LinkSetGSOIPv4MaxSize(link, size); err != nil {
+		return fmt.Errorf("set gso_ipv4_max_size %d on %s: %w", size, link.Attrs().Name, err)
+	}
+	return nil
+}
+
 // configurePod gives the pod interface its address and default route via the
 // bridge gateway, brings it up, and brings up the pod's loopback.
 func configurePod(pod netlinksafe.Handle, link netlink.Link, addr netip.Prefix, gw netip.Addr) error {

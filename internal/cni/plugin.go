@@ -163,6 +163,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 	if err := configurePod(pod, podVeth, netip.PrefixFrom(podIP, cidr.Bits()), gw); err != nil {
 		return nil, err
 	}
+	if conf.GSOMaxSize > 0 {
+		// A performance setting never fails a pod (see raiseGSOMaxSize).
+		if err := raiseGSOMaxSize(node, pod, br, hostVeth, podVeth, conf.GSOMaxSize); err != nil {
+			p.log().Warn("pod keeps 64 KiB GSO units", "container", args.ContainerID, "gsoMaxSize", conf.GSOMaxSize, "err", err)
+		}
+	}
 
 	if pms := conf.RuntimeConfig.PortMappings; len(pms) > 0 {
 		hp, err := newHostPorts(conf.DataDir, conf.Bridge)

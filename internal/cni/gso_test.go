@@ -1,0 +1,161 @@
+package cni
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+)
+
+// linkIn reads a link's attributes in a namespace.
+func linkIn(t *testing.T, n *testNS, name string) *netlink.LinkAttrs {
+	t.Helper()
+	var attrs *netlink.LinkAttrs
+	if err := n.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		attrs = l.Attrs()
+		return nil
+	}); err != nil {
+		t.Fatalf("link %s in %s: %v", name, n.name, err)
+	}
+	return attrs
+}
+
+// sendBulk sends size bytes over TCP from one pod to a sink in the other and
+// returns the average size of the packets the sender's eth0 transmitted (the
+// veth counts one packet per GSO unit).
+func sendBulk(t *testing.T, from, to *testNS, toIP string, size int) float64 {
+	t.Helper()
+	var l net.Listener
+	if err := to.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", toIP+":9100")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	before := linkIn(t, from, "eth0").Statistics
+	if err := from.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp4", toIP+":9100", 2*time.Second)
+		if err != nil {
+			return err
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 1<<20)
+		for sent := 0; sent < size; sent += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				c.Close()
+				return err
+			}
+		}
+		return c.Close()
+	}); err != nil {
+		t.Fatalf("send %d bytes to %s: %v", size, toIP, err)
+	}
+	select {
+	case n := <-got:
+		if n != int64(size) {
+			t.Fatalf("receiver got %d bytes, want %d", n, size)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("receiver did not finish")
+	}
+	after := linkIn(t, from, "eth0").Statistics
+	return float64(after.TxBytes-before.TxBytes) / float64(after.TxPackets-before.TxPackets)
+}
+
+// TestGSOMaxSizeSendsBigPacketsBetweenPods: with gsoMaxSize the bridge and
+// both ends of each pod veth carry the limit, and TCP between two pods on the
+// bridge moves its data in units larger than the kernel's default 64 KiB. A
+// node without the setting is the control: same transfer, units of at most
+// 64 KiB.
+func TestGSOMaxSizeSendsBigPacketsBetweenPods(t *testing.T) {
+	const size = 64 << 20
+	for _, tc := range []struct {
+		name    string
+		gso     int
+		bigger  bool
+		wantGSO uint32
+	}{
+		{name: "default", gso: 0, wantGSO: 65536},
+		{name: "big", gso: BigTCPGSOSize, bigger: true, wantGSO: BigTCPGSOSize},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			node := newNS(t, "node")
+			extra := map[string]any{}
+			if tc.gso != 0 {
+				extra["gsoMaxSize"] = tc.gso
+			}
+			conf := pluginConf(t, confOpts{cidr: "10.244.11.0/24", dataDir: t.TempDir(), extra: extra})
+			podA, podB := newNS(t, "pa"), newNS(t, "pb")
+			if _, err := add(t, node, args("pod-a", podA, conf)); err != nil {
+				t.Fatal(err)
+			}
+			rb, err := add(t, node, args("pod-b", podB, conf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range []struct {
+				n    *testNS
+				name string
+			}{{podA, "eth0"}, {podB, "eth0"}, {node, hostVethName("pod-a", "eth0")}, {node, hostVethName("pod-b", "eth0")}, {node, "knet0"}} {
+				a := linkIn(t, l.n, l.name)
+				if a.GSOIPv4MaxSize != tc.wantGSO {
+					t.Errorf("%s in %s: gso_ipv4_max_size %d, want %d", l.name, l.n.name, a.GSOIPv4MaxSize, tc.wantGSO)
+				}
+			}
+			avg := sendBulk(t, podA, podB, rb.IPs[0].Address.IP.String(), size)
+			t.Logf("average packet on pod A's eth0: %.0f bytes", avg)
+			if tc.bigger && avg <= 65536 {
+				t.Errorf("average packet %.0f bytes with gsoMaxSize %d, want more than 64 KiB", avg, tc.gso)
+			}
+			if !tc.bigger && avg > 65536 {
+				t.Errorf("average packet %.0f bytes without gsoMaxSize, want at most 64 KiB", avg)
+			}
+		})
+	}
+}
+
+func TestGSOMaxSizeOutOfRangeIsAConfigError(t *testing.T) {
+	for _, v := range []int{1500, 65535, MaxGSOSize + 1} {
+		c := &NetConf{PodCIDR: "10.244.0.0/24", GSOMaxSize: v}
+		c.Defaults()
+		if err := c.Validate(); err == nil {
+			t.Errorf("gsoMaxSize %d accepted", v)
+		}
+	}
+	for _, v := range []int{0, 65536, BigTCPGSOSize, MaxGSOSize} {
+		c := &NetConf{PodCIDR: "10.244.0.0/24", GSOMaxSize: v}
+		c.Defaults()
+		if err := c.Validate(); err != nil {
+			t.Errorf("gsoMaxSize %d: %v", v, err)
+		}
+	}
+	b, err := ConfList(NetConf{PodCIDR: "10.244.0.0/24", GSOMaxSize: BigTCPGSOSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf(`"gsoMaxSize": %d`, BigTCPGSOSize); !strings.Contains(string(b), want) {
+		t.Errorf("conflist lacks %s:\n%s", want, b)
+	}
+}
