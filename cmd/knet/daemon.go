@@ -5,23 +5,34 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 
 	"knet/deploy"
 	"knet/internal/cluster"
@@ -101,12 +112,14 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		}
 	}()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("cluster", l.Name)
+	stopProfile := startupProfile(log)
+	defer stopProfile()
 
 	if err := cluster.SetupUnderlay(l); err != nil {
 		return fmt.Errorf("set up the underlay: %w", err)
 	}
 	p.say("underlay %s on bridge %s, %d node namespaces", l.Underlay, l.Bridge, len(l.Nodes))
-	cp, err := controlplane.Start(ctx, controlplane.Config{
+	cp, err := controlplane.New(controlplane.Config{
 		DataDir:          filepath.Join(l.Dir(), "controlplane"),
 		AdvertiseAddress: l.Gateway.AsSlice(),
 		SecurePort:       l.APIPort,
@@ -117,6 +130,26 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		Logger:           log,
 	})
 	if err != nil {
+		return fmt.Errorf("prepare the control plane: %w", err)
+	}
+	// The node processes start with the control plane: loading the knet binary and setting up
+	// a node take a few hundred milliseconds of their own, and each node waits for the API (see
+	// waitForAPI) before it starts its informers.
+	self, _ := os.Executable()
+	cg, err := cluster.OpenCgroup(l.CgroupName())
+	if err != nil {
+		return err
+	}
+	for _, n := range l.Nodes {
+		cfgPath, err := writeNodeConfig(l, n, cp, self, o.imageMap, o.podNetwork)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		np := &cluster.NodeProcess{Node: n, Binary: self, Args: []string{"node", "--config", cfgPath},
+			LogDir: filepath.Join(l.Dir(), "logs"), PIDFile: filepath.Join(l.NodeDir(n.Name), "node.pid"), Cgroup: cg, Logger: log}
+		go np.Run(ctx)
+	}
+	if err := cp.Start(ctx); err != nil {
 		return fmt.Errorf("start the control plane: %w", err)
 	}
 	kubeconfig := filepath.Join(l.Dir(), "kubeconfig")
@@ -134,22 +167,21 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		return err
 	}
 
+	// The add-ons' pods need the API server from inside the cluster (the kubernetes Service,
+	// its KUBERNETES_SERVICE_HOST variable and its endpoints), which the API server creates
+	// only once it is fully ready; Start returns before that (see controlplane.Start). The
+	// add-ons need no Node to be created (they bring their own service accounts), so they
+	// are applied while the nodes start; their pods are scheduled as soon as a node is Ready.
+	addonsApplied := make(chan error, 1)
+	go func() {
+		if err := waitKubernetesService(ctx, client); err != nil {
+			addonsApplied <- err
+			return
+		}
+		addonsApplied <- applyAddons(ctx, rc)
+	}()
 	if err := ensureNodeRBAC(ctx, client); err != nil {
 		return err
-	}
-	self, _ := os.Executable()
-	cg, err := cluster.OpenCgroup(l.CgroupName())
-	if err != nil {
-		return err
-	}
-	for _, n := range l.Nodes {
-		cfgPath, err := writeNodeConfig(l, n, cp, self, o.imageMap, o.podNetwork)
-		if err != nil {
-			return fmt.Errorf("node %s: %w", n.Name, err)
-		}
-		np := &cluster.NodeProcess{Node: n, Binary: self, Args: []string{"node", "--config", cfgPath},
-			LogDir: filepath.Join(l.Dir(), "logs"), PIDFile: filepath.Join(l.NodeDir(n.Name), "node.pid"), Cgroup: cg, Logger: log}
-		go np.Run(ctx)
 	}
 	routes, err := podnet.New(podnet.Config{Client: client, NodeName: "", Mode: podnet.ModeHostGW, Link: l.Bridge})
 	if err != nil {
@@ -163,10 +195,6 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 	if err := startLoadBalancerIPAM(ctx, log, rc, client, l); err != nil {
 		return err
 	}
-	// The add-ons need no Node to be created (they bring their own service accounts), so they
-	// are applied while the nodes start; their pods are scheduled as soon as a node is Ready.
-	addonsApplied := make(chan error, 1)
-	go func() { addonsApplied <- applyAddons(ctx, self, kubeconfig) }()
 	if err := waitNodesReady(ctx, client, l); err != nil {
 		return err
 	}
@@ -189,6 +217,7 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		p.say("applied %s", m)
 	}
 	p.mark(progressReady)
+	stopProfile()
 	<-ctx.Done()
 	log.Info("stopping")
 	select {
@@ -229,6 +258,38 @@ func nodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitKubernetesService waits until the default/kubernetes Service has a ready endpoint: a
+// pod started before that gets no KUBERNETES_SERVICE_HOST and cannot reach the API server.
+func waitKubernetesService(ctx context.Context, client kubernetes.Interface) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		if _, err := client.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{}); err == nil {
+			slices, err := client.DiscoveryV1().EndpointSlices("default").List(ctx,
+				metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=kubernetes"})
+			if err == nil && hasReadyEndpoint(slices.Items) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the API server did not publish the kubernetes Service and its endpoints: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func hasReadyEndpoint(slices []discoveryv1.EndpointSlice) bool {
+	for _, s := range slices {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				return true
+			}
 		}
 	}
 	return false
@@ -308,52 +369,111 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o600)
 }
 
-// applyAddons applies the embedded add-on manifests with the embedded kubectl, as a user would,
-// in one kubectl run: each run costs the start of the whole knet binary.
-func applyAddons(ctx context.Context, self, kubeconfig string) error {
-	var all bytes.Buffer
+// applyAddons server-side-applies the embedded add-on manifests, in their order (service
+// accounts before the Deployments that use them), as field manager "knet". Applying in the
+// daemon rather than through `knet kubectl apply` saves starting a second knet process, its
+// discovery and its OpenAPI download while the cluster starts; a restart re-applies them, and
+// Force takes over fields an earlier client-side apply owned.
+func applyAddons(ctx context.Context, rc *rest.Config) error {
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(rc)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
 	for _, name := range deploy.Addons {
 		b, err := deploy.Files.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&all, "---\n%s\n", b)
-	}
-	cmd := exec.CommandContext(ctx, self, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = &all
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("apply add-ons %v: %v\n%s", deploy.Addons, err, out)
+		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
+		for {
+			var obj unstructured.Unstructured
+			if err := dec.Decode(&obj.Object); err == io.EOF {
+				break
+			} else if err != nil {
+				return fmt.Errorf("add-on manifest %s: %w", name, err)
+			}
+			if len(obj.Object) == 0 {
+				continue
+			}
+			gvk := obj.GroupVersionKind()
+			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+			if err != nil {
+				return fmt.Errorf("add-on %s %s: %w", gvk.Kind, obj.GetName(), err)
+			}
+			var r dynamic.ResourceInterface = dyn.Resource(m.Resource)
+			if m.Scope.Name() == meta.RESTScopeNameNamespace {
+				r = dyn.Resource(m.Resource).Namespace(obj.GetNamespace())
+			}
+			if _, err := r.Apply(ctx, obj.GetName(), &obj, metav1.ApplyOptions{FieldManager: "knet", Force: true}); err != nil {
+				return fmt.Errorf("apply add-on %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
+			}
+		}
 	}
 	return nil
 }
 
-// waitAddonsReady waits until every add-on Deployment in kube-system has all replicas Ready.
+// waitAddonsReady waits until every add-on Deployment in kube-system has as many Ready pods as
+// it wants replicas. It reads the pods rather than the Deployment's status, which trails them by
+// the ReplicaSet and Deployment controllers' own status updates.
 func waitAddonsReady(ctx context.Context, client kubernetes.Interface) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	for {
-		deps, err := client.AppsV1().Deployments("kube-system").List(ctx, metav1.ListOptions{})
-		if err == nil && len(deps.Items) > 0 {
-			ready := true
-			for _, d := range deps.Items {
-				want := int32(1)
-				if d.Spec.Replicas != nil {
-					want = *d.Spec.Replicas
-				}
-				if d.Status.ReadyReplicas < want {
-					ready = false
-				}
-			}
-			if ready {
-				return nil
-			}
+		if addonsReady(ctx, client) {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("add-ons in kube-system not Ready (see `knet kubectl -n kube-system get pods`): %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func addonsReady(ctx context.Context, client kubernetes.Interface) bool {
+	deps, err := client.AppsV1().Deployments("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil || len(deps.Items) == 0 {
+		return false
+	}
+	pods, err := client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return false
+	}
+	for _, d := range deps.Items {
+		want := int32(1)
+		if d.Spec.Replicas != nil {
+			want = *d.Spec.Replicas
+		}
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil {
+			return false
+		}
+		ready := int32(0)
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.DeletionTimestamp == nil && sel.Matches(labels.Set(p.Labels)) && podReady(p) {
+				ready++
+			}
+		}
+		if ready < want {
+			return false
+		}
+	}
+	return true
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // startLoadBalancerIPAM runs the one LoadBalancer address allocator of the cluster, with the
@@ -384,4 +504,29 @@ func startLoadBalancerIPAM(ctx context.Context, log *slog.Logger, rc *rest.Confi
 		}
 	}()
 	return nil
+}
+
+// startupProfile writes a CPU profile of the daemon's start (until the cluster is ready) to
+// $KNET_DAEMON_CPUPROFILE when that is set: the start is what `knet up` waits for, and
+// most of it is CPU spent in the upstream control plane. The returned stop is idempotent.
+func startupProfile(log *slog.Logger) (stop func()) {
+	path := os.Getenv("KNET_DAEMON_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		log.Warn("no startup CPU profile", "path", path, "err", err)
+		return func() {}
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		})
+	}
 }

@@ -82,6 +82,9 @@ func runNode(ctx context.Context, cfg nodeConfig) error {
 	if err != nil {
 		return err
 	}
+	if err := waitForAPI(ctx, log, client); err != nil {
+		return err
+	}
 	self, _ := os.Executable()
 	cniConf := filepath.Join(cfg.StateDir, "cni", "net.d")
 	cniBin := filepath.Join(cfg.StateDir, "cni", "bin")
@@ -278,4 +281,29 @@ func startSpeaker(ctx context.Context, log *slog.Logger, client kubernetes.Inter
 		}
 	}()
 	return nil
+}
+
+// waitForAPI returns once this node may read what its agents watch. The daemon starts node
+// processes together with the control plane, and an informer whose first list fails backs off
+// for most of a second, so the node asks first, every 50 ms: listing EndpointSlices needs the
+// API server, its authorizers' caches and the daemon's knet:node ClusterRole binding.
+func waitForAPI(ctx context.Context, log *slog.Logger, client kubernetes.Interface) error {
+	start := time.Now()
+	lastLog := start
+	for {
+		_, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{Limit: 1})
+		if err == nil {
+			log.Info("API server reachable", "waited", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			log.Info("waiting for the API server", "err", err)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -170,8 +172,27 @@ func (cp *ControlPlane) startControllerManager(ctx context.Context) (func(contex
 	if err != nil {
 		return nil, fmt.Errorf("kube-controller-manager config: %w", err)
 	}
+	// The manager polls /healthz once a second before it starts any controller; skip the RBAC
+	// bootstrap check there, as Start does (see rbacBootstrapCheck).
+	c.Kubeconfig.Wrap(func(rt http.RoundTripper) http.RoundTripper { return healthzExcluding{rt, rbacBootstrapCheck} })
 	completed := c.Complete()
 	return func(ctx context.Context) error { return kcmapp.Run(ctx, completed) }, nil
+}
+
+// healthzExcluding adds ?exclude=<check> to plain GET /healthz requests and passes every
+// other request through unchanged.
+type healthzExcluding struct {
+	next  http.RoundTripper
+	check string
+}
+
+func (h healthzExcluding) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet || req.URL.Path != "/healthz" || req.URL.RawQuery != "" {
+		return h.next.RoundTrip(req)
+	}
+	req = req.Clone(req.Context())
+	req.URL.RawQuery = url.Values{"exclude": {h.check}}.Encode()
+	return h.next.RoundTrip(req)
 }
 
 // writeSchedulerConfig writes a KubeSchedulerConfiguration because

@@ -88,12 +88,23 @@ type component struct {
 	err    error
 }
 
-// Start brings up etcd, kube-apiserver, kube-controller-manager and
-// kube-scheduler in this process and returns once the API server's /readyz
-// answers ok. The components stop when ctx is cancelled (scheduler and
-// controller-manager first, then the API server, then etcd); Done closes after
-// that, and Err says why they stopped if it was not ctx.
+// Start is New followed by (*ControlPlane).Start.
 func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
+	cp, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := cp.Start(ctx); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+// New prepares a control plane without running anything: it validates cfg,
+// creates (or reuses) the PKI and writes the kubeconfigs, so that node
+// credentials can be issued, and node processes started, while the
+// components start.
+func New(cfg Config) (*ControlPlane, error) {
 	startedAt := time.Now()
 	cfg.Defaults()
 	if cfg.DataDir != "" {
@@ -119,23 +130,31 @@ func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 		done:      make(chan struct{}),
 		startedAt: startedAt,
 	}
-	logOut, err := redirectKlog(cp.logFile)
-	if err != nil {
-		return nil, err
-	}
+	var err error
 	if cp.pki, err = ensurePKI(cfg); err != nil {
-		logOut.Close()
 		return nil, fmt.Errorf("prepare certificates in %s: %w", filepath.Join(cfg.DataDir, "pki"), err)
 	}
 	if err := cp.writeKubeconfigs(); err != nil {
-		logOut.Close()
 		return nil, err
 	}
+	return cp, nil
+}
 
-	cp.etcd, err = startEtcd(cfg, cp.pki, cp.logFile)
+// Start brings up etcd, kube-apiserver, kube-controller-manager and
+// kube-scheduler in this process and returns once the API server's /readyz
+// answers ok, not counting the RBAC bootstrap roles (see rbacBootstrapCheck). The components stop when ctx is cancelled (scheduler and
+// controller-manager first, then the API server, then etcd); Done closes after
+// that, and Err says why they stopped if it was not ctx. Start may be called
+// once per New.
+func (cp *ControlPlane) Start(ctx context.Context) error {
+	logOut, err := redirectKlog(cp.logFile)
+	if err != nil {
+		return err
+	}
+	cp.etcd, err = startEtcd(cp.cfg, cp.pki, cp.logFile)
 	if err != nil {
 		logOut.Close()
-		return nil, err
+		return err
 	}
 	restoreExit := cp.catchKlogExit()
 	go cp.supervise(ctx, logOut, restoreExit)
@@ -143,16 +162,16 @@ func Start(ctx context.Context, cfg Config) (*ControlPlane, error) {
 	if err := cp.startAll(ctx); err != nil {
 		cp.fail(err)
 		<-cp.done
-		return nil, err
+		return err
 	}
-	cp.readyIn = time.Since(startedAt)
+	cp.readyIn = time.Since(cp.startedAt)
 	cp.rss, _ = rssBytes()
 	cp.log.Info("control plane ready",
-		"apiserver", "https://"+net.JoinHostPort(cfg.AdvertiseAddress.String(), strconv.Itoa(cfg.SecurePort)),
+		"apiserver", "https://"+net.JoinHostPort(cp.cfg.AdvertiseAddress.String(), strconv.Itoa(cp.cfg.SecurePort)),
 		"seconds", fmt.Sprintf("%.2f", cp.readyIn.Seconds()),
 		"rssMiB", cp.rss>>20,
 		"log", cp.logFile)
-	return cp, nil
+	return nil
 }
 
 func (cp *ControlPlane) writeKubeconfigs() error {
@@ -168,7 +187,10 @@ func (cp *ControlPlane) writeKubeconfigs() error {
 		// controllerManagerArgs), so it needs every controller's rights. It runs in this
 		// process, which holds the etcd client key and the CA key anyway.
 		{"controller-manager.kubeconfig", "system:kube-controller-manager", []string{"system:masters"}, "controller-manager"},
-		{"scheduler.kubeconfig", "system:kube-scheduler", nil, "scheduler"},
+		// The scheduler shares the process too. As system:masters it needs no bootstrap
+		// RBAC role, so it can start before the API server's RBAC bootstrap is done (see
+		// rbacBootstrapCheck).
+		{"scheduler.kubeconfig", "system:kube-scheduler", []string{"system:masters"}, "scheduler"},
 	} {
 		path := filepath.Join(cp.dataDir, k.file)
 		if err := cp.pki.writeClientKubeconfig(path, local, k.user, k.groups,
@@ -250,6 +272,16 @@ func (cp *ControlPlane) run(name string, build func(context.Context) (func(conte
 	return c, nil
 }
 
+// rbacBootstrapCheck is the API server's health check for its post-start hook that creates
+// the bootstrap RBAC roles. The hook sleeps a second before its first attempt (wait.Poll), so
+// it is the last check to pass, a second after everything else. Nothing the control plane
+// starts needs those roles: the controller-manager and the scheduler run as system:masters,
+// nodes are authorized by the Node authorizer and knet's own ClusterRole, and the add-ons
+// bring their own roles. So Start does not wait for it (the check still gates /readyz for
+// everyone else), and the controller-manager's own wait for /healthz skips it too.
+const rbacBootstrapCheck = "poststarthook/rbac/bootstrap-roles"
+
+// waitReady waits until /readyz, less rbacBootstrapCheck, answers ok.
 func (cp *ControlPlane) waitReady(ctx context.Context, api *component) error {
 	client, err := kubernetes.NewForConfig(cp.restConfig)
 	if err != nil {
@@ -273,7 +305,7 @@ func (cp *ControlPlane) waitReady(ctx context.Context, api *component) error {
 		case <-tick.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(rctx)
+		body, err := client.Discovery().RESTClient().Get().AbsPath("/readyz").Param("exclude", rbacBootstrapCheck).DoRaw(rctx)
 		cancel()
 		if err == nil && string(body) == "ok" {
 			return nil
