@@ -206,6 +206,10 @@ func newContainerID() string {
 	return hex.EncodeToString(b)
 }
 
+// configRetryMax caps the wait between attempts to build a container's environment and
+// command, as the kubelet's pod worker retries a failed sync every 10 s.
+const configRetryMax = 10 * time.Second
+
 // runOnce runs one attempt. It returns the exit code and how long the
 // attempt ran; ok is false when no attempt could be started and waiting
 // is all that is left (the pod is deleted, or its config is unusable).
@@ -220,24 +224,33 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	mounts := append([]bindMount(nil), c.volumeMounts...)
 	w.mu.Unlock()
 
-	envMap, err := resolveEnv(envInputs{Pod: pod, Container: &c.spec, PodIPs: podIPs,
-		HostIPs: hostIPs(w.k.cfg.NodeIP), Allocatable: w.k.allocatable()}, w.k.envSources)
+	var envMap map[string]string
 	var argv []string
-	if err == nil {
-		argv, err = containerArgv(&c.spec, img, mapped, envMap)
-	}
-	if err != nil {
+	for retry := time.Second; ; retry = min(2*retry, configRetryMax) {
+		var err error
+		envMap, err = resolveEnv(envInputs{Pod: pod, Container: &c.spec, PodIPs: podIPs,
+			HostIPs: hostIPs(w.k.cfg.NodeIP), Allocatable: w.k.allocatable()}, w.k.envSources)
+		if err == nil {
+			argv, err = containerArgv(&c.spec, img, mapped, envMap)
+		}
+		if err == nil {
+			break
+		}
 		w.mu.Lock()
 		c.rec.State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: err.Error()}}
 		w.mu.Unlock()
 		w.changed()
 		c.event(corev1.EventTypeWarning, "Failed", "Error: %v", err)
-		// Like the kubelet, wait; nothing but a new pod can fix the spec.
+		// Like the kubelet's pod worker, try again later: the ConfigMap or Secret a variable
+		// refers to may be created after the pod.
 		select {
 		case <-w.deleting:
+			return 0, 0, false
 		case <-c.stopCh:
+			return 0, 0, false
+		case <-time.After(retry):
 		}
-		return 0, 0, false
+		pod = w.snapshotPod()
 	}
 	if mapped {
 		c.event(corev1.EventTypeNormal, "Pulled", "Container image %q already present on machine (mapped by knet)", c.spec.Image)

@@ -224,3 +224,32 @@ func TestKubeletRestoresPodStatusChangedByOthers(t *testing.T) {
 	}
 	waitPod(t, ns, "marked", 30*time.Second, "Ready again (the kubelet's own status)", podReady)
 }
+
+// TestPodStartsOnceItsConfigMapExists: a container whose environment refers to a ConfigMap
+// that does not exist yet waits in CreateContainerConfigError, and starts with the value once
+// the ConfigMap is created, as the kubelet retries a failed pod sync.
+func TestPodStartsOnceItsConfigMapExists(t *testing.T) {
+	ns := testNamespace(t)
+	p := shellPod("late-config", `echo "greeting=$GREETING"; sleep 3600`)
+	p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "GREETING", ValueFrom: &corev1.EnvVarSource{
+		ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "later"}, Key: "greeting"},
+	}}}
+	createPod(t, ns, p)
+	waitPod(t, ns, "late-config", 60*time.Second, "CreateContainerConfigError", func(p *corev1.Pod) bool {
+		for _, s := range p.Status.ContainerStatuses {
+			if s.State.Waiting != nil && s.State.Waiting.Reason == "CreateContainerConfigError" &&
+				strings.Contains(s.State.Waiting.Message, "later") {
+				return true
+			}
+		}
+		return false
+	})
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "later"}, Data: map[string]string{"greeting": "hello"}}
+	if _, err := client.CoreV1().ConfigMaps(ns).Create(context.Background(), cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPod(t, ns, "late-config", 30*time.Second, "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	if out := mustExec(t, ns, "late-config", "sh", "-c", "echo $GREETING"); strings.TrimSpace(out) != "hello" {
+		t.Errorf("GREETING = %q, want hello", out)
+	}
+}
