@@ -15,6 +15,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
@@ -81,8 +83,9 @@ type testPod struct {
 }
 
 // twoNodes builds an underlay namespace with a bridge and two node namespaces
-// whose eth0 sits on it, like `knet up` does on the host.
-func twoNodes(t *testing.T) (*testNode, *testNode) {
+// whose eth0 sits on it, like `knet up` does on the host. A non-zero gso is
+// the IPv4 GSO limit of every underlay link (knet up gives them the maximum).
+func twoNodes(t *testing.T, gso int) (*testNode, *testNode) {
 	ul := newNS(t, "ul")
 	ul.run(t, "ip", "link", "add", "br0", "type", "bridge")
 	ul.run(t, "ip", "link", "set", "br0", "up")
@@ -94,15 +97,41 @@ func twoNodes(t *testing.T) (*testNode, *testNode) {
 		ul.run(t, "ip", "link", "set", port, "master", "br0", "up")
 		n.run(t, "ip", "addr", "add", n.ip+"/24", "dev", "eth0")
 		n.run(t, "ip", "link", "set", "eth0", "up")
+		if gso > 0 {
+			ul.setGSOMaxSize(t, port, gso)
+			n.setGSOMaxSize(t, "eth0", gso)
+		}
 		return n
 	}
-	return mk(1), mk(2)
+	n1, n2 := mk(1), mk(2)
+	if gso > 0 {
+		ul.setGSOMaxSize(t, "br0", gso) // refused while the bridge has no ports
+	}
+	return n1, n2
 }
 
-func addPod(t *testing.T, n *testNode, mtu int) *testPod {
+// setGSOMaxSize sets a link's IPv4 GSO limit (iproute2 before 6.3 cannot).
+func (n *testNS) setGSOMaxSize(t *testing.T, dev string, size int) {
+	t.Helper()
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(dev)
+	if err == nil {
+		err = h.LinkSetGSOIPv4MaxSize(l, size)
+	}
+	if err != nil {
+		t.Fatalf("[%s] gso_ipv4_max_size %d on %s: %v", n.name, size, dev, err)
+	}
+}
+
+// addPod attaches a pod with knet's CNI plugin; gso is its gsoMaxSize.
+func addPod(t *testing.T, n *testNode, mtu, gso int) *testPod {
 	t.Helper()
 	pod := newNS(t, "pod")
-	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"knet","type":"knet","podCIDR":%q,"mtu":%d,"dataDir":%q}`, n.cidr, mtu, t.TempDir())
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"knet","type":"knet","podCIDR":%q,"mtu":%d,"gsoMaxSize":%d,"dataDir":%q}`, n.cidr, mtu, gso, t.TempDir())
 	p := &cni.Plugin{Logger: quiet}
 	var ip string
 	err := n.Do(func(ns.NetNS) error {
@@ -226,8 +255,8 @@ func crossNodeTraffic(t *testing.T, pa, pb *testPod) {
 }
 
 func TestHostGWCrossNode(t *testing.T) {
-	n1, n2 := twoNodes(t)
-	pa, pb := addPod(t, n1, 1500), addPod(t, n2, 1500)
+	n1, n2 := twoNodes(t, 0)
+	pa, pb := addPod(t, n1, 1500, 0), addPod(t, n2, 1500, 0)
 	startControllers(t, ModeHostGW, n1, n2)
 	waitRoute(t, n1, "10.244.2.0/24", "via 172.30.0.3 dev eth0 proto 75")
 	waitRoute(t, n2, "10.244.1.0/24", "via 172.30.0.2 dev eth0 proto 75")
@@ -245,8 +274,8 @@ func TestHostGWCrossNode(t *testing.T) {
 }
 
 func TestVXLANCrossNode(t *testing.T) {
-	n1, n2 := twoNodes(t)
-	pa, pb := addPod(t, n1, 1450), addPod(t, n2, 1450)
+	n1, n2 := twoNodes(t, 0)
+	pa, pb := addPod(t, n1, 1450, 0), addPod(t, n2, 1450, 0)
 	startControllers(t, ModeVXLAN, n1, n2)
 	waitRoute(t, n1, "10.244.2.0/24", "via 10.244.2.0 dev knet.vxlan proto 75 onlink")
 	waitRoute(t, n2, "10.244.1.0/24", "via 10.244.1.0 dev knet.vxlan proto 75 onlink")
@@ -270,5 +299,94 @@ func TestVXLANCrossNode(t *testing.T) {
 	}
 	if _, err := n1.try("ip", "link", "show", VXLANDevice); err == nil {
 		t.Error("knet.vxlan left after Cleanup")
+	}
+}
+
+// rxStats reads a link's receive counters in a namespace.
+func rxStats(t *testing.T, n *testNS, dev string) (bytes, packets uint64) {
+	t.Helper()
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(dev)
+	if err != nil {
+		t.Fatalf("[%s] %s: %v", n.name, dev, err)
+	}
+	st := l.Attrs().Statistics
+	return st.RxBytes, st.RxPackets
+}
+
+// bulkSend sends size bytes over TCP from pod a to a sink in pod b.
+func bulkSend(t *testing.T, a, b *testPod, size int) {
+	t.Helper()
+	var l net.Listener
+	if err := b.Do(func(ns.NetNS) error {
+		var err error
+		l, err = net.Listen("tcp4", b.ip+":7100")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan int64, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		got <- n
+	}()
+	if err := a.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp4", b.ip+":7100", 2*time.Second)
+		if err != nil {
+			return err
+		}
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 1<<20)
+		for sent := 0; sent < size; sent += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				c.Close()
+				return err
+			}
+		}
+		return c.Close()
+	}); err != nil {
+		t.Fatalf("send %d bytes pod %s -> pod %s: %v", size, a.ip, b.ip, err)
+	}
+	select {
+	case n := <-got:
+		if n != int64(size) {
+			t.Fatalf("pod %s received %d bytes, want %d", b.ip, n, size)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("receiver did not finish")
+	}
+}
+
+// TestHostGWCrossNodeBigTCP: with gsoMaxSize on the pods and the underlay's
+// limit raised as knet up raises it, TCP from a pod on one node reaches a pod
+// on the other in units above 64 KiB: no device on the way (pod veth, node
+// bridge, node eth0, underlay bridge, the other node's bridge as the routed
+// output device, pod veth) made the kernel segment them in software.
+func TestHostGWCrossNodeBigTCP(t *testing.T) {
+	n1, n2 := twoNodes(t, cni.MaxGSOSize)
+	pa, pb := addPod(t, n1, 1500, cni.BigTCPGSOSize), addPod(t, n2, 1500, cni.BigTCPGSOSize)
+	startControllers(t, ModeHostGW, n1, n2)
+	waitRoute(t, n1, "10.244.2.0/24", "via 172.30.0.3 dev eth0 proto 75")
+	waitRoute(t, n2, "10.244.1.0/24", "via 172.30.0.2 dev eth0 proto 75")
+	crossNodeTraffic(t, pa, pb)
+
+	b0, p0 := rxStats(t, pb.testNS, "eth0")
+	bulkSend(t, pa, pb, 64<<20)
+	b1, p1 := rxStats(t, pb.testNS, "eth0")
+	avg := float64(b1-b0) / float64(p1-p0)
+	t.Logf("average packet into the receiving pod: %.0f bytes", avg)
+	if avg <= 65536 {
+		t.Errorf("average packet into the receiving pod %.0f bytes, want more than 64 KiB (something on the path segments in software)", avg)
 	}
 }
