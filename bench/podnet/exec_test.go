@@ -51,7 +51,7 @@ func TestCNIExecLatency(t *testing.T) {
 		if err := os.Symlink(path, filepath.Join(binDir, cni.PluginType)); err != nil {
 			t.Fatal(err)
 		}
-		if err := cni.WriteConfList(confDir, cni.NetConf{PodCIDR: fmt.Sprintf("10.243.%d.0/24", i), DataDir: t.TempDir(), Bridge: fmt.Sprintf("kbench%d", i)}); err != nil {
+		if err := cni.WriteConfList(confDir, cni.NetConf{PodCIDR: fmt.Sprintf("10.243.%d.0/24", i), DataDir: t.TempDir(), Bridge: fmt.Sprintf("kbench%d", i), GSOMaxSize: cni.BigTCPGSOSize}); err != nil {
 			t.Fatal(err)
 		}
 		list, err := libcni.LoadNetworkConf(confDir, cni.NetworkName)

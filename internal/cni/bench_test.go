@@ -14,11 +14,17 @@ import (
 // (bridge already present) and reports p50/p99 of ADD, DEL and both.
 // DEL is dominated by the kernel unregistering the veth (an RCU grace
 // period), so it is reported on its own rather than hidden in the sum.
-// Run: go test -run '^$' -bench AddDel ./internal/cni/
+// "bigtcp" is knet up's host-gw config (gsoMaxSize: three more netlink
+// requests per ADD). Run: go test -run '^$' -bench AddDel ./internal/cni/
 func BenchmarkAddDel(b *testing.B) {
+	b.Run("default", func(b *testing.B) { benchAddDel(b, nil) })
+	b.Run("bigtcp", func(b *testing.B) { benchAddDel(b, map[string]any{"gsoMaxSize": BigTCPGSOSize}) })
+}
+
+func benchAddDel(b *testing.B, extra map[string]any) {
 	node := newNS(b, "node")
 	pod := newNS(b, "pod")
-	conf := pluginConf(b, confOpts{cidr: "10.244.30.0/24", dataDir: b.TempDir()})
+	conf := pluginConf(b, confOpts{cidr: "10.244.30.0/24", dataDir: b.TempDir(), extra: extra})
 	// Warm up: the first ADD creates the bridge and sets sysctls.
 	warm := &skel.CmdArgs{ContainerID: "warm", Netns: pod.Path(), IfName: "eth0", StdinData: conf}
 	if _, err := add(b, node, warm); err != nil {
