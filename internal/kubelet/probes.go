@@ -197,8 +197,9 @@ func deadlineOf(ctx context.Context) time.Time {
 
 // probeLoop runs p every period and calls onChange when the result flips
 // by the probe's thresholds (the first result counts as a flip). It returns
-// when ctx ends or onChange returns false.
-func probeLoop(ctx context.Context, p *corev1.Probe, run func(context.Context) probeResult, onFail func(probeResult), onChange func(bool) bool) {
+// when ctx ends or onChange returns false. When recheck is shorter than the
+// period and the first probe fails, the second runs recheck later.
+func probeLoop(ctx context.Context, p *corev1.Probe, recheck time.Duration, run func(context.Context) probeResult, onFail func(probeResult), onChange func(bool) bool) {
 	period := secondsOr(p.PeriodSeconds, 10)
 	timeout := secondsOr(p.TimeoutSeconds, 1)
 	successT := max(int(p.SuccessThreshold), 1)
@@ -237,13 +238,25 @@ func probeLoop(ctx context.Context, p *corev1.Probe, run func(context.Context) p
 				}
 			}
 		}
+		wait := period
+		if successes+failures == 1 && !res.ok && recheck > 0 && recheck < period {
+			wait = recheck
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(period):
+		case <-time.After(wait):
 		}
 	}
 }
+
+// readinessRecheck is when a container's readiness is probed again after its first probe,
+// run as the container starts, failed (which it does for nearly every server: it has not
+// listened yet). The kubelet probes a new container again as soon as its next status sync
+// (a PLEG relist, every second) sees it running, so its first probes land anywhere in the
+// first second; probing only once per period after that first miss made every knet pod
+// with a readiness probe wait a full period to become Ready.
+const readinessRecheck = 250 * time.Millisecond
 
 func secondsOr(s int32, def int) time.Duration {
 	if s <= 0 {
@@ -274,7 +287,7 @@ func (c *containerRunner) probe(ctx context.Context, proc containerProcess, podI
 	}
 	if sp := c.spec.StartupProbe; sp != nil {
 		started := false
-		probeLoop(ctx, sp, runner(sp), unhealthy("Startup"), func(ok bool) bool {
+		probeLoop(ctx, sp, 0, runner(sp), unhealthy("Startup"), func(ok bool) bool {
 			if ok {
 				started = true
 				return false
@@ -296,7 +309,7 @@ func (c *containerRunner) probe(ctx context.Context, proc containerProcess, podI
 		w.changed()
 	}
 	if lp := c.spec.LivenessProbe; lp != nil {
-		go probeLoop(ctx, lp, runner(lp), unhealthy("Liveness"), func(ok bool) bool {
+		go probeLoop(ctx, lp, 0, runner(lp), unhealthy("Liveness"), func(ok bool) bool {
 			if !ok {
 				if ctx.Err() == nil {
 					c.requestKill("failed liveness probe")
@@ -307,7 +320,7 @@ func (c *containerRunner) probe(ctx context.Context, proc containerProcess, podI
 		})
 	}
 	if rp := c.spec.ReadinessProbe; rp != nil {
-		probeLoop(ctx, rp, runner(rp), unhealthy("Readiness"), func(ok bool) bool {
+		probeLoop(ctx, rp, readinessRecheck, runner(rp), unhealthy("Readiness"), func(ok bool) bool {
 			w.mu.Lock()
 			c.rec.Ready = ok
 			w.mu.Unlock()

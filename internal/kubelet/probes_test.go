@@ -99,7 +99,7 @@ func TestProbeLoopThresholds(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		probeLoop(ctx, p, func(context.Context) probeResult {
+		probeLoop(ctx, p, 0, func(context.Context) probeResult {
 			r := results[i]
 			i++
 			return probeResult{ok: r}
@@ -115,5 +115,33 @@ func TestProbeLoopThresholds(t *testing.T) {
 	}
 	if len(changes) != 3 || changes[0] || !changes[1] || changes[2] {
 		t.Errorf("changes = %v, want [false true false]", changes)
+	}
+}
+
+// TestProbeLoopRechecksOnlyAfterAFirstFailure: a first failed probe is retried after recheck,
+// every later one after the period; a first success waits the period.
+func TestProbeLoopRechecksOnlyAfterAFirstFailure(t *testing.T) {
+	p := &corev1.Probe{PeriodSeconds: 1, SuccessThreshold: 1, FailureThreshold: 1}
+	gaps := func(results []bool) []time.Duration {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var at []time.Time
+		probeLoop(ctx, p, 100*time.Millisecond, func(context.Context) probeResult {
+			at = append(at, time.Now())
+			return probeResult{ok: results[len(at)-1]}
+		}, func(probeResult) {}, func(bool) bool { return len(at) < len(results) })
+		var out []time.Duration
+		for i := 1; i < len(at); i++ {
+			out = append(out, at[i].Sub(at[i-1]))
+		}
+		return out
+	}
+	g := gaps([]bool{false, false, true})
+	if len(g) != 2 || g[0] < 100*time.Millisecond || g[0] > 600*time.Millisecond || g[1] < time.Second {
+		t.Errorf("fail, fail, ok: gaps %v, want ~100ms then ~1s", g)
+	}
+	g = gaps([]bool{true, false})
+	if len(g) != 1 || g[0] < time.Second {
+		t.Errorf("ok, fail: gaps %v, want ~1s", g)
 	}
 }
