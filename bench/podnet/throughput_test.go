@@ -83,7 +83,7 @@ type node struct {
 }
 
 // underlayGSOMaxSize is what internal/cluster gives every underlay link.
-const underlayGSOMaxSize = cni.MaxGSOSize
+const underlayGSOMaxSize = cni.BigTCPGSOSize
 
 // setGSOMaxSize sets a link's IPv4 GSO limit in a namespace (iproute2 before
 // 6.3 cannot).

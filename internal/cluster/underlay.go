@@ -13,6 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"knet/internal/cni"
 	"knet/internal/netnsrun"
 )
 
@@ -20,11 +21,12 @@ import (
 // them (rtnetlink protocol numbers above 4 are free for daemons; 0x4b = 'K').
 const guardProtocol netlink.RouteProtocol = 0x4b
 
-// underlayGSOMaxSize is the IPv4 GSO limit of every underlay link: the kernel's
-// maximum, so the underlay never makes the kernel segment what pods send in
-// units above 64 KiB (BIG TCP; the CNI's gsoMaxSize). Node-to-node and
-// host-to-node TCP use it too. Kernels before 6.3 ignore it.
-const underlayGSOMaxSize = 524280
+// underlayGSOMaxSize is the IPv4 GSO limit of every underlay link: the one
+// host-gw pods get (BIG TCP, the CNI's gsoMaxSize), so no link of the cluster
+// takes units larger than another will: a packet above a device's limit is
+// segmented in software, into MSS-sized packets. Node-to-node and host-to-node
+// TCP use it too. Kernels before 6.3 ignore it.
+const underlayGSOMaxSize = cni.BigTCPGSOSize
 
 // CheckAddressSpace fails when the cluster's ranges collide with a route the host already has
 // (another bridge, a VPN, the uplink), because knet would then capture or leak that traffic.

@@ -84,10 +84,11 @@ type NetConf struct {
 	// ("BIG TCP", Linux 6.3+). TCP in a pod then sends up to that much per
 	// packet, and every hop (veth, bridge, conntrack, routing) costs once per
 	// unit instead of once per 64 KiB. 0 keeps the kernel default (64 KiB).
-	// Set it only when every device pod traffic leaves through takes the same
-	// size: before a device with a smaller limit the kernel segments in
-	// software, which is slower than not raising it at all; a VXLAN device
-	// cannot carry more than 64 KiB per packet.
+	// Set it only when every device pod traffic crosses has the same limit:
+	// the kernel segments a packet above a device's limit in software, into
+	// MSS-sized packets, far slower than not raising it at all. That goes both
+	// ways: a node link with a larger limit lets the node's own TCP send units
+	// the bridge then splits. A VXLAN device cannot carry more than 64 KiB.
 	GSOMaxSize int `json:"gsoMaxSize,omitempty"`
 
 	RuntimeConfig RuntimeConfig `json:"runtimeConfig,omitempty"`
