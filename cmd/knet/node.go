@@ -166,9 +166,12 @@ func writeCNIConfig(ctx context.Context, log *slog.Logger, client kubernetes.Int
 	for ctx.Err() == nil {
 		node, err := client.CoreV1().Nodes().Get(ctx, cfg.NodeName, metav1.GetOptions{})
 		if err == nil && node.Spec.PodCIDR != "" {
-			mtu := 1500
+			// In host-gw mode every link pod traffic crosses is knet's own (pod veths, the
+			// node bridge, the underlay, which SetupUnderlay raises to the kernel maximum), so
+			// pods send BIG TCP units; a VXLAN device carries at most 64 KiB per packet.
+			mtu, gso := 1500, cni.BigTCPGSOSize
 			if cfg.PodNetworkMode == "vxlan" {
-				mtu = 1450
+				mtu, gso = 1450, 0
 			}
 			err := cni.WriteConfList(dir, cni.NetConf{
 				Bridge:      "knet0",
@@ -176,6 +179,7 @@ func writeCNIConfig(ctx context.Context, log *slog.Logger, client kubernetes.Int
 				MTU:         mtu,
 				DataDir:     filepath.Join(cfg.StateDir, "ipam"),
 				HairpinMode: ptr.To(true),
+				GSOMaxSize:  gso,
 			})
 			if err == nil {
 				log.Info("CNI configuration written", "podCIDR", node.Spec.PodCIDR)
