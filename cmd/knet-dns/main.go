@@ -47,7 +47,6 @@ func main() {
 	}
 }
 
-
 // gcDefaults applies knet-dns's collector settings where the environment
 // sets none. The live heap is small (informer caches, the snapshot, the
 // answer cache) and a DNS add-on runs under a memory limit, so collecting

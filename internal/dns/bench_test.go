@@ -4,6 +4,7 @@ import (
 	"fmt"
 	goruntime "runtime"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	v1 "k8s.io/api/core/v1"
@@ -73,10 +74,10 @@ func BenchmarkSnapshotBuild(b *testing.B) {
 }
 
 // scaleObjects is the cluster of the scaling benchmarks, slimmed as the
-// informers store it: 10k Services in one namespace with one EndpointSlice
+// informers store it: n Services in one namespace with one EndpointSlice
 // of 10 endpoints each, and 100 small namespaces of 3 Services with 2
 // endpoints, plus the fixtures.
-func scaleObjects() []runtime.Object {
+func scaleObjects(n int) []runtime.Object {
 	objs := clusterObjects()
 	add := func(ns, name, ip string, eps int, base int) {
 		var list []ep
@@ -89,7 +90,7 @@ func scaleObjects() []runtime.Object {
 			endpointSlice(ns, name, name+"-abcde", discoveryv1.AddressTypeIPv4, []slicePort{{"http", v1.ProtocolTCP, 8080}}, list...))
 	}
 	objs = append(objs, namespace("big"))
-	for i := range 10000 {
+	for i := range n {
 		add("big", fmt.Sprintf("svc-%d", i), fmt.Sprintf("10.100.%d.%d", i>>8, i&255), 10, i*10)
 	}
 	for n := range 100 {
@@ -107,32 +108,34 @@ func scaleObjects() []runtime.Object {
 	return objs
 }
 
-// scaleStores holds objects as the three informers' caches do.
-type scaleStores struct {
-	namespaces, services, slices cache.Indexer
+// scaleView is the server's update path over informer-like caches: a
+// change goes into the cache and through the event handlers, and sync
+// makes it visible to queries as watch does.
+type scaleView struct {
+	s *Server
+	u *updater
+	c *testCaches
 }
 
-func newScaleStores(b *testing.B, objs []runtime.Object) scaleStores {
-	st := scaleStores{
-		namespaces: cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
-		services:   cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
-		slices:     cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
-	}
+func newScaleView(b *testing.B, objs []runtime.Object) scaleView {
+	v := scaleView{s: newTestServer(b, Config{})}
+	v.u = newUpdater(v.s.zone, v.s.cfg.TTL)
+	v.c = newTestCaches(v.u)
 	for _, o := range objs {
-		var err error
-		switch o.(type) {
-		case *v1.Namespace:
-			err = st.namespaces.Add(o)
-		case *v1.Service:
-			err = st.services.Add(o)
-		case *discoveryv1.EndpointSlice:
-			err = st.slices.Add(o)
-		}
-		if err != nil {
-			b.Fatal(err)
-		}
+		v.c.put(b, o)
 	}
-	return st
+	v.sync(b)
+	return v
+}
+
+func (v scaleView) sync(b *testing.B) {
+	changed, err := v.u.apply(v.c.caches())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if changed {
+		v.s.snap.Store(v.u.snapshot(v.s.gens.Add(1), uint32(time.Now().Unix())))
+	}
 }
 
 func storeList[T any](st cache.Store) []T {
@@ -144,37 +147,34 @@ func storeList[T any](st cache.Store) []T {
 	return out
 }
 
-// sync is what the server does after the informers delivered a change:
-// rebuild the snapshot from the caches.
-func (st scaleStores) sync(s *Server) {
-	s.setSnapshot(storeList[*v1.Namespace](st.namespaces), storeList[*v1.Service](st.services), storeList[*discoveryv1.EndpointSlice](st.slices))
-}
-
 // BenchmarkScaleUpdate measures what one API event costs the server in a
-// cluster of 10k Services (scaleObjects): a Service added, and one
+// cluster of 1k and 10k Services (scaleObjects): a Service added, and one
 // EndpointSlice of a 10-endpoint Service updated (an endpoint flips
 // ready), each followed by the update that makes it visible to queries.
 // Run with -benchtime=Nx for a fixed N: every Service add stays.
 func BenchmarkScaleUpdate(b *testing.B) {
-	s := newTestServer(b, Config{})
-	st := newScaleStores(b, scaleObjects())
-	st.sync(s)
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { benchScaleUpdate(b, n) })
+	}
+}
+
+func benchScaleUpdate(b *testing.B, n int) {
+	v := newScaleView(b, scaleObjects(n))
 	b.Run("ServiceAdd", func(b *testing.B) {
 		i := 0
 		b.ReportAllocs()
 		for b.Loop() {
 			i++
 			svc, _ := slimObject(service("big", fmt.Sprintf("new-%d", i), fmt.Sprintf("10.102.%d.%d", i>>8&255, i&255), withPort("http", v1.ProtocolTCP, 80)))
-			if err := st.services.Add(svc); err != nil {
-				b.Fatal(err)
-			}
-			st.sync(s)
+			v.c.put(b, svc.(runtime.Object))
+			v.sync(b)
 		}
 	})
 	b.Run("EndpointSliceUpdate", func(b *testing.B) {
-		obj, ok, err := st.slices.GetByKey("big/svc-5000-abcde")
+		key := fmt.Sprintf("big/svc-%d-abcde", n/2)
+		obj, ok, err := v.c.endpointSlices.GetByKey(key)
 		if !ok || err != nil {
-			b.Fatal("no slice big/svc-5000-abcde", err)
+			b.Fatal("no slice", key, err)
 		}
 		orig := obj.(*discoveryv1.EndpointSlice)
 		i := 0
@@ -184,33 +184,30 @@ func BenchmarkScaleUpdate(b *testing.B) {
 			es := orig.DeepCopy()
 			ready := i%2 == 0
 			es.Endpoints[3].Conditions.Ready = &ready
-			if err := st.slices.Update(es); err != nil {
-				b.Fatal(err)
-			}
-			st.sync(s)
+			v.c.put(b, es)
+			v.sync(b)
 		}
 	})
 }
 
-// BenchmarkScaleMemory reports the heap in use once the informer caches
-// and the DNS view of scaleObjects are built (heap-MB), and the time of
-// that first build.
+// BenchmarkScaleMemory reports the heap in use (heap-MB) and the live heap
+// (live-MB) once the informer caches and the DNS view of 10k Services
+// (scaleObjects) are built, and the time of that first build.
 func BenchmarkScaleMemory(b *testing.B) {
-	objs := scaleObjects()
-	var heap float64
+	objs := scaleObjects(10000)
+	var heap, alloc float64
 	for b.Loop() {
 		goruntime.GC()
 		var before goruntime.MemStats
 		goruntime.ReadMemStats(&before)
-		s := newTestServer(b, Config{})
-		st := newScaleStores(b, objs)
-		st.sync(s)
+		v := newScaleView(b, objs)
 		goruntime.GC()
 		var after goruntime.MemStats
 		goruntime.ReadMemStats(&after)
 		heap = float64(after.HeapInuse-before.HeapInuse) / (1 << 20)
-		goruntime.KeepAlive(st)
-		goruntime.KeepAlive(s)
+		alloc = float64(after.HeapAlloc-before.HeapAlloc) / (1 << 20)
+		goruntime.KeepAlive(v)
 	}
 	b.ReportMetric(heap, "heap-MB")
+	b.ReportMetric(alloc, "live-MB")
 }

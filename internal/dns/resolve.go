@@ -122,7 +122,7 @@ func (s *snapshot) records(rel string) ([]hit, bool) {
 		return nil, true
 	}
 	ns := labels[n-2]
-	if !s.namespaces[ns] {
+	if !s.namespaces.has(ns) {
 		return nil, false
 	}
 	if n == 2 {
@@ -146,7 +146,7 @@ func (s *snapshot) records(rel string) ([]hit, bool) {
 		// CoreDNS strips the underscores but does not require them.
 		port, proto = strings.TrimPrefix(labels[0], "_"), strings.TrimPrefix(labels[1], "_")
 	}
-	info := s.services[labels[n-3]+"."+ns]
+	info, _ := s.services.get(labels[n-3] + "." + ns)
 	if info == nil {
 		return nil, false
 	}
@@ -352,11 +352,15 @@ func (s *snapshot) reverseAnswer(q question, rz string) (result, bool) {
 			return result{}, true
 		}
 		addr, ok := reverseAddr(q.name)
-		if !ok || len(s.reverse[addr]) == 0 {
+		if !ok {
+			return result{}, false
+		}
+		targets := s.ptrTargets(addr)
+		if len(targets) == 0 {
 			return result{}, false
 		}
 		var r result
-		for _, t := range s.reverse[addr] {
+		for _, t := range targets {
 			r.answer = append(r.answer, &dns.PTR{Hdr: hdr(q.owner, dns.TypePTR, s.ttl), Ptr: t})
 		}
 		return r, true

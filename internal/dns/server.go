@@ -294,12 +294,15 @@ func (s *Server) healthHandler() http.Handler {
 	return mux
 }
 
-// watch keeps the snapshot in step with the API: informer events only mark
-// it dirty; one rebuild at a time, at most every minRebuildInterval, reads
-// the informer caches whole. Namespaces are watched because CoreDNS answers
-// NXDOMAIN for names in a namespace that does not exist; Pods are not (pod
-// names are answered from the IP in the name, as CoreDNS's `pods insecure`).
+// watch keeps the snapshot in step with the API. Informer events only
+// record which objects changed (see updater); one update at a time, at most
+// every minUpdateInterval, recomputes those from the informer caches and
+// publishes a new snapshot if any answer changed. Namespaces are watched
+// because CoreDNS answers NXDOMAIN for names in a namespace that does not
+// exist; Pods are not (pod names are answered from the IP in the name, as
+// CoreDNS's `pods insecure`).
 func (s *Server) watch(ctx context.Context) {
+	u := newUpdater(s.zone, s.cfg.TTL)
 	informer := func(lw cache.ListerWatcher, obj k8sruntime.Object) cache.SharedIndexInformer {
 		inf := cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
 		_ = inf.SetTransform(slimObject) // fails only once started
@@ -308,21 +311,18 @@ func (s *Server) watch(ctx context.Context) {
 	nsInf := informer(s.cfg.Source.Namespaces, &v1.Namespace{})
 	svcInf := informer(s.cfg.Source.Services, &v1.Service{})
 	esInf := informer(s.cfg.Source.EndpointSlices, &discoveryv1.EndpointSlice{})
-	dirty := make(chan struct{}, 1)
-	mark := func(any) {
-		select {
-		case dirty <- struct{}{}:
-		default:
-		}
-	}
-	h := cache.ResourceEventHandlerFuncs{AddFunc: mark, UpdateFunc: func(_, o any) { mark(o) }, DeleteFunc: mark}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for _, inf := range []struct {
 		what string
 		inf  cache.SharedIndexInformer
-	}{{"Namespaces", nsInf}, {"Services", svcInf}, {"EndpointSlices", esInf}} {
-		if _, err := inf.inf.AddEventHandler(h); err != nil {
+		h    cache.ResourceEventHandler
+	}{
+		{"Namespaces", nsInf, u.namespaceHandler()},
+		{"Services", svcInf, u.serviceHandler()},
+		{"EndpointSlices", esInf, u.endpointSliceHandler()},
+	} {
+		if _, err := inf.inf.AddEventHandler(inf.h); err != nil {
 			s.log.Error("watch "+inf.what, "err", err)
 			return
 		}
@@ -332,48 +332,38 @@ func (s *Server) watch(ctx context.Context) {
 	if !cache.WaitForCacheSync(ctx.Done(), nsInf.HasSynced, svcInf.HasSynced, esInf.HasSynced) {
 		return
 	}
+	c := caches{namespaces: nsInf.GetStore(), services: svcInf.GetStore(), endpointSlices: esInf.GetStore()}
 	for {
-		nss := listAs[*v1.Namespace](nsInf)
-		svcs := listAs[*v1.Service](svcInf)
-		slices := listAs[*discoveryv1.EndpointSlice](esInf)
-		s.setSnapshot(nss, svcs, slices)
+		start := time.Now()
+		changed, err := u.apply(c)
+		if err != nil {
+			s.log.Error("update DNS view, retrying", "err", err)
+		}
+		if changed || s.snap.Load() == nil {
+			snap := u.snapshot(s.gens.Add(1), uint32(time.Now().Unix()))
+			s.snap.Store(snap)
+			s.log.Debug("updated DNS view", "gen", snap.gen, "took", time.Since(start))
+		}
 		if !s.ready.Swap(true) {
-			s.log.Info("synced with the Kubernetes API", "namespaces", len(nss), "services", len(svcs), "endpointSlices", len(slices))
+			snap := s.snap.Load()
+			s.log.Info("synced with the Kubernetes API", "namespaces", snap.namespaces.len(), "services", snap.services.len(), "addresses", snap.reverse.len())
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(minRebuildInterval):
+		case <-time.After(minUpdateInterval):
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-dirty:
+		case <-u.pending:
 		}
 	}
 }
 
-// listAs returns the informer's cached objects of type T (all of them, as
-// the informer holds only one type).
-func listAs[T any](inf cache.SharedIndexInformer) []T {
-	objs := inf.GetStore().List()
-	out := make([]T, 0, len(objs))
-	for _, o := range objs {
-		if t, ok := o.(T); ok {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-// minRebuildInterval coalesces bursts of API events (a rollout touches many
-// EndpointSlices) into one rebuild.
-const minRebuildInterval = 100 * time.Millisecond
-
-func (s *Server) setSnapshot(nss []*v1.Namespace, svcs []*v1.Service, slices []*discoveryv1.EndpointSlice) {
-	snap := buildSnapshot(s.zone, s.cfg.TTL, s.gens.Add(1), uint32(time.Now().Unix()), nss, svcs, slices)
-	s.snap.Store(snap)
-}
+// minUpdateInterval coalesces bursts of API events (a rollout touches many
+// EndpointSlices) into one update.
+const minUpdateInterval = 100 * time.Millisecond
 
 // slimObject replaces each object by a new one holding only the fields DNS
 // reads, before it enters the informer cache: managedFields, annotations,
