@@ -21,11 +21,12 @@ import (
 // them (rtnetlink protocol numbers above 4 are free for daemons; 0x4b = 'K').
 const guardProtocol netlink.RouteProtocol = 0x4b
 
-// underlayGSOMaxSize is the IPv4 GSO limit of every underlay link: the one
-// host-gw pods get (BIG TCP, the CNI's gsoMaxSize), so no link of the cluster
-// takes units larger than another will: a packet above a device's limit is
-// segmented in software, into MSS-sized packets. Node-to-node and host-to-node
-// TCP use it too. Kernels before 6.3 ignore it.
+// underlayGSOMaxSize is the IPv4 GSO limit of every underlay link (BIG TCP):
+// the one knet's CNI gives the node side of every pod and host-gw pods
+// themselves, so no link of the cluster sends units another will not take (a
+// packet above a device's limit is segmented in software, into MSS-sized
+// packets). Node-to-node and host-to-node TCP use it too. Kernels before 6.3
+// ignore it.
 const underlayGSOMaxSize = cni.BigTCPGSOSize
 
 // CheckAddressSpace fails when the cluster's ranges collide with a route the host already has

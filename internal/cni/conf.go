@@ -79,16 +79,16 @@ type NetConf struct {
 	// DNAT sends the packet back out the port it came in on. Default true; a
 	// pointer so an explicit false in JSON survives Defaults.
 	HairpinMode *bool `json:"hairpinMode,omitempty"`
-	// GSOMaxSize, if set, is the largest IPv4 packet (bytes) the kernel builds
-	// or forwards as one unit on the bridge and both ends of each pod veth
-	// ("BIG TCP", Linux 6.3+). TCP in a pod then sends up to that much per
-	// packet, and every hop (veth, bridge, conntrack, routing) costs once per
-	// unit instead of once per 64 KiB. 0 keeps the kernel default (64 KiB).
-	// Set it only when every device pod traffic crosses has the same limit:
-	// the kernel segments a packet above a device's limit in software, into
-	// MSS-sized packets, far slower than not raising it at all. That goes both
-	// ways: a node link with a larger limit lets the node's own TCP send units
-	// the bridge then splits. A VXLAN device cannot carry more than 64 KiB.
+	// GSOMaxSize, if set, is the IPv4 GSO limit (bytes) of the pod's end of
+	// its veth ("BIG TCP", Linux 6.3+): TCP in the pod then sends up to that
+	// much per packet, and every hop (veth, bridge, conntrack, routing) costs
+	// once per unit instead of once per 64 KiB. 0 keeps the kernel default
+	// (64 KiB). The node's side (bridge, host ends) always takes at least
+	// BigTCPGSOSize, which only lets the node deliver larger units to its pods.
+	// Set it only when every device pod traffic crosses has at least this
+	// limit: the kernel segments a packet above a device's limit in software,
+	// into MSS-sized packets, far slower than not raising it at all. A VXLAN
+	// device cannot carry more than 64 KiB.
 	GSOMaxSize int `json:"gsoMaxSize,omitempty"`
 
 	RuntimeConfig RuntimeConfig `json:"runtimeConfig,omitempty"`

@@ -131,6 +131,7 @@ type vethSpec struct {
 	host, pod string
 	podNS     ns.NetNS
 	mtu       int
+	hostGSO   int // IPv4 GSO limit of the host end (see nodeGSOMaxSize)
 	bridge    *netlink.Bridge
 	hairpin   bool
 }
@@ -142,6 +143,7 @@ func createVeth(node, pod netlinksafe.Handle, s vethSpec) (host, podEnd netlink.
 	veth := &netlink.Veth{
 		LinkAttrs: netlink.LinkAttrs{
 			Name: s.host, MTU: s.mtu, TxQLen: -1, MasterIndex: s.bridge.Attrs().Index, Flags: net.FlagUp,
+			GSOIPv4MaxSize: uint32(s.hostGSO),
 		},
 		PeerName:      s.pod,
 		PeerMTU:       uint32(s.mtu),
@@ -165,27 +167,35 @@ func createVeth(node, pod netlinksafe.Handle, s vethSpec) (host, podEnd netlink.
 	return host, podEnd, nil
 }
 
-// raiseGSOMaxSize gives the bridge, the host end and then the pod end of a
-// pod's veth the GSO limit size. The order keeps a refusal harmless: the pod
-// end caps what TCP in the pod sends, so it is raised only after every device
-// its packets cross on this node took the limit; on error the pod keeps
-// sending 64 KiB units and works as before. (The veth request cannot carry
-// the peer's limit, hence separate requests.)
-func raiseGSOMaxSize(node, pod netlinksafe.Handle, br *netlink.Bridge, host, podEnd netlink.Link, size int) error {
+// nodeGSOMaxSize is the IPv4 GSO limit of the node's side of every pod
+// (the bridge and the host ends of pod veths), whatever the pods send: the
+// largest unit the node delivers to its pods unsplit. It equals the limit of
+// knet up's underlay, so the host's and the nodes' own TCP to pods, and
+// units pods on other nodes send, are never segmented in software at the
+// bridge. A larger limit on a device costs nothing; it only lets local TCP
+// that routes through it (the node's, to its pods) build larger units.
+func nodeGSOMaxSize(podGSO int) int { return max(BigTCPGSOSize, podGSO) }
+
+// raiseGSOLimits gives the bridge the node side's limit and then, if podGSO
+// is set, the pod end of the veth podGSO (the host end got its limit when it
+// was created). The order keeps a refusal harmless: the pod end caps what TCP
+// in the pod sends, so it is raised only once the devices its packets cross
+// on this node took their limit; on error the pod keeps sending 64 KiB units
+// and works as before.
+func raiseGSOLimits(node, pod netlinksafe.Handle, br *netlink.Bridge, podEnd netlink.Link, podGSO int) error {
 	// The bridge is the output device for packets the node routes to its pods
 	// (from other nodes, from the node itself). The kernel caps a bridge's
 	// limit by its ports' and refuses more than 64 KiB while it has none, so
 	// this waits for the first port; later ports keep it.
-	if int(br.Attrs().GSOIPv4MaxSize) != size {
-		if err := setGSOMaxSize(node, br, size); err != nil {
+	if want := nodeGSOMaxSize(podGSO); int(br.Attrs().GSOIPv4MaxSize) < want {
+		if err := setGSOMaxSize(node, br, want); err != nil {
 			return err
 		}
 	}
-	if err := setGSOMaxSize(node, host, size); err != nil {
-		return err
-	}
-	if err := setGSOMaxSize(pod, podEnd, size); err != nil {
-		return fmt.Errorf("in pod: %w", err)
+	if podGSO > 0 {
+		if err := setGSOMaxSize(pod, podEnd, podGSO); err != nil {
+			return fmt.Errorf("in pod: %w", err)
+		}
 	}
 	return nil
 }

@@ -155,7 +155,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 		}
 	}()
 	hostVeth, podVeth, err := createVeth(node, pod, vethSpec{
-		host: hostName, pod: args.IfName, podNS: podNS, mtu: conf.MTU, bridge: br, hairpin: conf.hairpin(),
+		host: hostName, pod: args.IfName, podNS: podNS, mtu: conf.MTU, hostGSO: nodeGSOMaxSize(conf.GSOMaxSize), bridge: br, hairpin: conf.hairpin(),
 	})
 	if err != nil {
 		return nil, err
@@ -163,11 +163,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (_ *current.Result, retErr error) {
 	if err := configurePod(pod, podVeth, netip.PrefixFrom(podIP, cidr.Bits()), gw); err != nil {
 		return nil, err
 	}
-	if conf.GSOMaxSize > 0 {
-		// A performance setting never fails a pod (see raiseGSOMaxSize).
-		if err := raiseGSOMaxSize(node, pod, br, hostVeth, podVeth, conf.GSOMaxSize); err != nil {
-			p.log().Warn("pod keeps 64 KiB GSO units", "container", args.ContainerID, "gsoMaxSize", conf.GSOMaxSize, "err", err)
-		}
+	// A performance setting never fails a pod (see raiseGSOLimits).
+	if err := raiseGSOLimits(node, pod, br, podVeth, conf.GSOMaxSize); err != nil {
+		p.log().Warn("GSO limit not raised: pod traffic keeps 64 KiB units on this node", "container", args.ContainerID, "gsoMaxSize", conf.GSOMaxSize, "err", err)
 	}
 
 	if pms := conf.RuntimeConfig.PortMappings; len(pms) > 0 {

@@ -368,30 +368,39 @@ func bulkSend(t *testing.T, a, b *testPod, size int) {
 	}
 }
 
-// TestHostGWCrossNodeBigTCP: with gsoMaxSize on the pods and the underlay's
-// limit raised to the same size, as knet up raises it, TCP from a pod or a
-// node reaches a pod on the other node in units above 64 KiB: no device on
-// the way (pod veth, node bridge, node eth0, underlay bridge, the other node's
-// bridge as the routed output device, pod veth) made the kernel segment them
-// in software.
+// TestHostGWCrossNodeBigTCP: with the underlay's GSO limit raised as knet up
+// raises it, TCP from a node reaches a pod on the other node in units above
+// 64 KiB, and so does TCP from a pod when the pods have gsoMaxSize (without
+// it pods send 64 KiB units): no device on the way (pod veth, node bridge,
+// node eth0, underlay bridge, the other node's bridge as the routed output
+// device, pod veth) made the kernel segment them in software.
 func TestHostGWCrossNodeBigTCP(t *testing.T) {
-	n1, n2 := twoNodes(t, cni.BigTCPGSOSize)
-	pa, pb := addPod(t, n1, 1500, cni.BigTCPGSOSize), addPod(t, n2, 1500, cni.BigTCPGSOSize)
-	startControllers(t, ModeHostGW, n1, n2)
-	waitRoute(t, n1, "10.244.2.0/24", "via 172.30.0.3 dev eth0 proto 75")
-	waitRoute(t, n2, "10.244.1.0/24", "via 172.30.0.2 dev eth0 proto 75")
-	crossNodeTraffic(t, pa, pb)
-
-	// From a pod, and from the node itself (hostNetwork pods, probes), whose
-	// TCP sizes its units by the node's eth0 rather than a pod veth.
-	for _, from := range []*testPod{pa, {testNS: n1.testNS, ip: n1.ip}} {
-		b0, p0 := rxStats(t, pb.testNS, "eth0")
-		bulkSend(t, from, pb, 64<<20)
-		b1, p1 := rxStats(t, pb.testNS, "eth0")
-		avg := float64(b1-b0) / float64(p1-p0)
-		t.Logf("%s -> pod %s: average packet into the pod %.0f bytes", from.ip, pb.ip, avg)
-		if avg <= 65536 {
-			t.Errorf("%s -> pod %s: average packet into the pod %.0f bytes, want more than 64 KiB (something on the path segments in software)", from.ip, pb.ip, avg)
-		}
+	for _, podGSO := range []int{0, cni.BigTCPGSOSize} {
+		t.Run(fmt.Sprintf("gsoMaxSize=%d", podGSO), func(t *testing.T) {
+			n1, n2 := twoNodes(t, cni.BigTCPGSOSize)
+			pa, pb := addPod(t, n1, 1500, podGSO), addPod(t, n2, 1500, podGSO)
+			startControllers(t, ModeHostGW, n1, n2)
+			waitRoute(t, n1, "10.244.2.0/24", "via 172.30.0.3 dev eth0 proto 75")
+			waitRoute(t, n2, "10.244.1.0/24", "via 172.30.0.2 dev eth0 proto 75")
+			crossNodeTraffic(t, pa, pb)
+			// From a pod, and from the node itself (hostNetwork pods, probes),
+			// whose TCP sizes its units by the node's eth0 rather than a pod veth.
+			for _, from := range []struct {
+				*testPod
+				big bool
+			}{{pa, podGSO > 0}, {&testPod{testNS: n1.testNS, ip: n1.ip}, true}} {
+				b0, p0 := rxStats(t, pb.testNS, "eth0")
+				bulkSend(t, from.testPod, pb, 64<<20)
+				b1, p1 := rxStats(t, pb.testNS, "eth0")
+				avg := float64(b1-b0) / float64(p1-p0)
+				t.Logf("%s -> pod %s: average packet into the pod %.0f bytes", from.ip, pb.ip, avg)
+				if from.big && avg <= 65536 {
+					t.Errorf("%s -> pod %s: average packet into the pod %.0f bytes, want more than 64 KiB (something on the path segments in software)", from.ip, pb.ip, avg)
+				}
+				if !from.big && avg > 65536 {
+					t.Errorf("%s -> pod %s: average packet into the pod %.0f bytes, want at most 64 KiB without gsoMaxSize", from.ip, pb.ip, avg)
+				}
+			}
+		})
 	}
 }
