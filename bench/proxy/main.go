@@ -476,8 +476,21 @@ func (b *bench) restartSync(ctx context.Context, last int, label string) error {
 // the Service create call, the first successful TCP connection to ClusterIP:port from inside
 // each proxy's namespace (both probe at once: same objects, same moment).
 func (b *bench) latency(ctx context.Context, label string, trials int) error {
-	var lat [2][]time.Duration
+	var lat, fromCreated [2][]time.Duration
 	var api []time.Duration // the two create calls, part of every trial's latency
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	events, err := startEventWatch(watchCtx, b.client)
+	if err != nil {
+		return err
+	}
+	mon, err := startNftMonitor(b.st, b.knet.netns, b.knet.table)
+	if err != nil {
+		return err
+	}
+	defer mon.stop()
+	var traces []trialTrace
+	var t0s []time.Time
 	for t := 0; t < trials; t++ {
 		ipAddr := b.l.ServiceCIDR.Addr()
 		for range b.nextIP {
@@ -497,11 +510,18 @@ func (b *bench) latency(ctx context.Context, label string, trials int) error {
 			}
 			probes[i] = pr
 		}
+		name := fmt.Sprintf("lat-%s-%02d", strings.ToLower(label), t)
+		var tr trialTrace
 		t0 := time.Now()
-		if _, err := b.objs.create(ctx, fmt.Sprintf("lat-%s-%02d", strings.ToLower(label), t), ip, b.nextIP); err != nil {
+		if _, err := b.objs.createService(ctx, name, ip); err != nil {
 			return err
 		}
-		api = append(api, time.Since(t0))
+		tr.svcCreated = time.Now()
+		if err := b.objs.createSlice(ctx, name, b.nextIP); err != nil {
+			return err
+		}
+		tr.sliceCreated = time.Now()
+		api = append(api, tr.sliceCreated.Sub(t0))
 		for i, pr := range probes {
 			if pr == nil {
 				lat[i] = append(lat[i], 0)
@@ -512,7 +532,13 @@ func (b *bench) latency(ctx context.Context, label string, trials int) error {
 				return r.err
 			}
 			lat[i] = append(lat[i], r.at.Sub(t0))
+			// The probe may win before the create call's response arrives; count that as 0.
+			fromCreated[i] = append(fromCreated[i], max(0, r.at.Sub(tr.sliceCreated)))
 		}
+		tr.svcEvent, tr.sliceEvent = events.at("Service", name), events.at("EndpointSlice", name+"-bench")
+		tr.rejectCommitted, tr.programmed = mon.at("no-endpoint-services", ip), mon.at("service-ips", ip)
+		traces = append(traces, tr)
+		t0s = append(t0s, t0)
 		logf("%s trial %d/%d: knet %s, kube-proxy %s", label, t+1, trials, fmtDur(lat[0][t]), fmtDur(lat[1][t]))
 		// Arrivals at random phases of kube-proxy's 1 s minimum sync period.
 		time.Sleep(time.Second + rand.N(500*time.Millisecond))
@@ -523,7 +549,55 @@ func (b *bench) latency(ctx context.Context, label string, trials int) error {
 	}
 	b.tbl.text(fmt.Sprintf("%s: of which Service + EndpointSlice create calls, p50 / p99", label),
 		fmtDur(percentile(api, 50))+" / "+fmtDur(percentile(api, 99)), "same", "the API server's share, included above")
+	for _, q := range []int{50, 99} {
+		b.tbl.dur(fmt.Sprintf("%s: both objects created → first connection p%d", label, q),
+			percentile(fromCreated[0], q), percentile(fromCreated[1], q), goalIf(q == 50, "from the EndpointSlice create call's return"))
+	}
+	b.traceRows(label, t0s, traces, lat[0])
 	return nil
+}
+
+// traceRows prints, for knet, the median time from the Service create call to each step of a
+// trial; the p99 trial's own steps show where a slow trial lost its time.
+func (b *bench) traceRows(label string, t0s []time.Time, traces []trialTrace, lat []time.Duration) {
+	steps := []struct {
+		name string
+		at   func(trialTrace) time.Time
+	}{
+		{"Service created", func(t trialTrace) time.Time { return t.svcCreated }},
+		{"Service event", func(t trialTrace) time.Time { return t.svcEvent }},
+		{"reject committed", func(t trialTrace) time.Time { return t.rejectCommitted }},
+		{"EndpointSlice created", func(t trialTrace) time.Time { return t.sliceCreated }},
+		{"EndpointSlice event", func(t trialTrace) time.Time { return t.sliceEvent }},
+		{"rules committed", func(t trialTrace) time.Time { return t.programmed }},
+	}
+	offset := func(i int, at time.Time) string {
+		if at.IsZero() {
+			return "?"
+		}
+		return fmtDur(at.Sub(t0s[i]))
+	}
+	var med, worst []string
+	slowest := 0
+	for i := range lat {
+		if lat[i] > lat[slowest] {
+			slowest = i
+		}
+	}
+	for _, s := range steps {
+		var ds []time.Duration
+		for i, t := range traces {
+			if at := s.at(t); !at.IsZero() {
+				ds = append(ds, at.Sub(t0s[i]))
+			}
+		}
+		med = append(med, s.name+" "+fmtDur(percentile(ds, 50)))
+		worst = append(worst, s.name+" "+offset(slowest, s.at(traces[slowest])))
+	}
+	med = append(med, "connected "+fmtDur(percentile(lat, 50)))
+	worst = append(worst, "connected "+fmtDur(lat[slowest]))
+	b.tbl.text(fmt.Sprintf("%s: knet trial steps, median [trace]", label), strings.Join(med, ", "), "", "")
+	b.tbl.text(fmt.Sprintf("%s: knet slowest trial's steps [trace]", label), strings.Join(worst, ", "), "", "")
 }
 
 func goalIf(cond bool, s string) string {

@@ -74,6 +74,15 @@ func serviceName(i int) string { return fmt.Sprintf("svc-%05d", i) }
 // create makes Service name (ClusterIP clusterIP, "" = allocated) and its EndpointSlice, whose
 // endpoints start at backend offset i, and returns the ClusterIP.
 func (o *objects) create(ctx context.Context, name, clusterIP string, i int) (string, error) {
+	ip, err := o.createService(ctx, name, clusterIP)
+	if err != nil {
+		return "", err
+	}
+	return ip, o.createSlice(ctx, name, i)
+}
+
+// createService makes Service name (ClusterIP clusterIP, "" = allocated) and returns its ClusterIP.
+func (o *objects) createService(ctx context.Context, name, clusterIP string) (string, error) {
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace},
 		Spec: corev1.ServiceSpec{
@@ -85,6 +94,11 @@ func (o *objects) create(ctx context.Context, name, clusterIP string, i int) (st
 	if err != nil {
 		return "", fmt.Errorf("create Service %s: %w", name, err)
 	}
+	return got.Spec.ClusterIP, nil
+}
+
+// createSlice makes the EndpointSlice of Service name, whose endpoints start at backend offset i.
+func (o *objects) createSlice(ctx context.Context, name string, i int) error {
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      name + "-bench",
@@ -105,9 +119,9 @@ func (o *objects) create(ctx context.Context, name, clusterIP string, i int) (st
 		})
 	}
 	if _, err := o.client.DiscoveryV1().EndpointSlices(benchNamespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
-		return "", fmt.Errorf("create EndpointSlice for %s: %w", name, err)
+		return fmt.Errorf("create EndpointSlice for %s: %w", name, err)
 	}
-	return got.Spec.ClusterIP, nil
+	return nil
 }
 
 // bulkResult says when a bulk creation finished and which Service was completed last.

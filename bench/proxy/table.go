@@ -66,7 +66,10 @@ func (t *table) print(w io.Writer) {
          its "caches synced, starting sync loop" log line to the poll that sees the last Service.
 10k:     both proxies are stopped while the 10k objects are created, so 10k sync time is the restart.
 restart: the proxy is stopped, its table deleted, and started again with all Services in the API;
-         the time includes the informer list, i.e. what a node sees after a proxy restart.`)
+         the time includes the informer list, i.e. what a node sees after a proxy restart.
+[trace]  offsets from the Service create call: create calls returned, ADDED events on the benchmark's
+         own watch (a stand-in for the proxy's informer), and knet's commits seen by "nft monitor" in
+         its namespace (the Service alone: its no-endpoints reject; then its service-ips element).`)
 }
 
 func fmtDur(d time.Duration) string {
