@@ -19,7 +19,6 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -27,12 +26,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 
 	"knet/deploy"
 	"knet/internal/cluster"
@@ -167,18 +163,15 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 		return err
 	}
 
-	// The add-ons' pods need the API server from inside the cluster (the kubernetes Service,
-	// its KUBERNETES_SERVICE_HOST variable and its endpoints), which the API server creates
-	// only once it is fully ready; Start returns before that (see controlplane.Start). The
-	// add-ons need no Node to be created (they bring their own service accounts), so they
-	// are applied while the nodes start; their pods are scheduled as soon as a node is Ready.
+	// The add-ons need no Node to be created (they bring their own service accounts), so they
+	// are applied while the nodes start; their pods are scheduled as soon as a node is Ready,
+	// and the kubelet holds their containers until the API server has published the
+	// kubernetes Service (see kubelet's awaitKubernetesService).
 	addonsApplied := make(chan error, 1)
 	go func() {
-		if err := waitKubernetesService(ctx, client); err != nil {
-			addonsApplied <- err
-			return
-		}
-		addonsApplied <- applyAddons(ctx, rc)
+		err := applyAddons(ctx, rc)
+		log.Info("add-ons applied", "seconds", fmt.Sprintf("%.2f", time.Since(start).Seconds()), "err", err)
+		addonsApplied <- err
 	}()
 	if err := ensureNodeRBAC(ctx, client); err != nil {
 		return err
@@ -263,38 +256,6 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// waitKubernetesService waits until the default/kubernetes Service has a ready endpoint: a
-// pod started before that gets no KUBERNETES_SERVICE_HOST and cannot reach the API server.
-func waitKubernetesService(ctx context.Context, client kubernetes.Interface) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for {
-		if _, err := client.CoreV1().Services("default").Get(ctx, "kubernetes", metav1.GetOptions{}); err == nil {
-			slices, err := client.DiscoveryV1().EndpointSlices("default").List(ctx,
-				metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=kubernetes"})
-			if err == nil && hasReadyEndpoint(slices.Items) {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the API server did not publish the kubernetes Service and its endpoints: %w", ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func hasReadyEndpoint(slices []discoveryv1.EndpointSlice) bool {
-	for _, s := range slices {
-		for _, e := range s.Endpoints {
-			if e.Conditions.Ready == nil || *e.Conditions.Ready {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // waitDefaultServiceAccount waits for the service-account controller: until it made
 // default/default, creating a pod in the default namespace fails.
 func waitDefaultServiceAccount(ctx context.Context, client kubernetes.Interface) error {
@@ -369,50 +330,77 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o600)
 }
 
-// applyAddons server-side-applies the embedded add-on manifests, in their order (service
-// accounts before the Deployments that use them), as field manager "knet". Applying in the
-// daemon rather than through `knet kubectl apply` saves starting a second knet process, its
-// discovery and its OpenAPI download while the cluster starts; a restart re-applies them, and
-// Force takes over fields an earlier client-side apply owned.
+// applyAddons server-side-applies the embedded add-on manifests as field manager "knet": first
+// everything but the Deployments, then the Deployments (their pods need the service accounts),
+// each wave concurrently. Applying in the daemon rather than through `knet kubectl apply` saves
+// a second knet process, its discovery and its OpenAPI download while the cluster starts; a
+// restart re-applies them, and Force takes over fields an earlier client-side apply owned.
 func applyAddons(ctx context.Context, rc *rest.Config) error {
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return err
 	}
-	disco, err := discovery.NewDiscoveryClientForConfig(rc)
+	objs, err := addonObjects()
 	if err != nil {
 		return err
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
+	var first, deployments []*unstructured.Unstructured
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			deployments = append(deployments, o)
+		} else {
+			first = append(first, o)
+		}
+	}
+	for _, wave := range [][]*unstructured.Unstructured{first, deployments} {
+		errs := make(chan error, len(wave))
+		for _, o := range wave {
+			go func() { errs <- applyObject(ctx, dyn, o) }()
+		}
+		for range wave {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addonObjects decodes the embedded add-on manifests.
+func addonObjects() ([]*unstructured.Unstructured, error) {
+	var objs []*unstructured.Unstructured
 	for _, name := range deploy.Addons {
 		b, err := deploy.Files.ReadFile(name)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
 		for {
-			var obj unstructured.Unstructured
+			obj := &unstructured.Unstructured{}
 			if err := dec.Decode(&obj.Object); err == io.EOF {
 				break
 			} else if err != nil {
-				return fmt.Errorf("add-on manifest %s: %w", name, err)
+				return nil, fmt.Errorf("add-on manifest %s: %w", name, err)
 			}
-			if len(obj.Object) == 0 {
-				continue
-			}
-			gvk := obj.GroupVersionKind()
-			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-			if err != nil {
-				return fmt.Errorf("add-on %s %s: %w", gvk.Kind, obj.GetName(), err)
-			}
-			var r dynamic.ResourceInterface = dyn.Resource(m.Resource)
-			if m.Scope.Name() == meta.RESTScopeNameNamespace {
-				r = dyn.Resource(m.Resource).Namespace(obj.GetNamespace())
-			}
-			if _, err := r.Apply(ctx, obj.GetName(), &obj, metav1.ApplyOptions{FieldManager: "knet", Force: true}); err != nil {
-				return fmt.Errorf("apply add-on %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
+			if len(obj.Object) > 0 {
+				objs = append(objs, obj)
 			}
 		}
+	}
+	return objs, nil
+}
+
+// applyObject applies one add-on object. The add-ons are built-in kinds whose resource is the
+// lower-cased plural of the kind, and exactly the namespaced ones set metadata.namespace, so no
+// discovery is needed (TestAddonObjectsMapToResources checks both).
+func applyObject(ctx context.Context, dyn dynamic.Interface, obj *unstructured.Unstructured) error {
+	gvr, _ := meta.UnsafeGuessKindToResource(obj.GroupVersionKind())
+	var r dynamic.ResourceInterface = dyn.Resource(gvr)
+	if ns := obj.GetNamespace(); ns != "" {
+		r = dyn.Resource(gvr).Namespace(ns)
+	}
+	if _, err := r.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "knet", Force: true}); err != nil {
+		return fmt.Errorf("apply add-on %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
 	}
 	return nil
 }

@@ -206,6 +206,40 @@ func newContainerID() string {
 	return hex.EncodeToString(b)
 }
 
+// kubernetesServiceWait bounds how long a container waits for the default/kubernetes Service
+// before it starts without its variables (see awaitKubernetesService).
+const kubernetesServiceWait = 30 * time.Second
+
+// awaitKubernetesService holds the container until the kubelet knows the default/kubernetes
+// Service. The API server publishes that Service only once it is fully ready, while a new
+// cluster's nodes take pods a second or more before that; a container started in between
+// gets no KUBERNETES_SERVICE_HOST, and in-cluster clients fail for the life of the process.
+// It returns false when the pod is deleted or the container stopped while waiting.
+func (c *containerRunner) awaitKubernetesService() bool {
+	src := c.w.k.envSources
+	if src.KubernetesServiceKnown() {
+		return true
+	}
+	c.w.k.log.Info("waiting for the kubernetes Service before starting a container",
+		"pod", c.w.namespace+"/"+c.w.name, "container", c.spec.Name)
+	deadline := time.After(kubernetesServiceWait)
+	for !src.KubernetesServiceKnown() {
+		select {
+		case <-c.w.deleting:
+			return false
+		case <-c.stopCh:
+			return false
+		case <-deadline:
+			c.w.k.log.Warn("starting a container without the kubernetes Service's variables",
+				"pod", c.w.namespace+"/"+c.w.name, "container", c.spec.Name, "waited", kubernetesServiceWait)
+			return true
+		case <-time.After(50 * time.Millisecond):
+		}
+		src = c.w.k.envSources
+	}
+	return true
+}
+
 // configRetryMax caps the wait between attempts to build a container's environment and
 // command, as the kubelet's pod worker retries a failed sync every 10 s.
 const configRetryMax = 10 * time.Second
@@ -224,6 +258,9 @@ func (c *containerRunner) runOnce(ctx context.Context) (code int, ranFor time.Du
 	mounts := append([]bindMount(nil), c.volumeMounts...)
 	w.mu.Unlock()
 
+	if !c.awaitKubernetesService() {
+		return 0, 0, false
+	}
 	var envMap map[string]string
 	var argv []string
 	for retry := time.Second; ; retry = min(2*retry, configRetryMax) {

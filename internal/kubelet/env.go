@@ -44,6 +44,9 @@ type envSources interface {
 	ConfigMap(namespace, name string) (*corev1.ConfigMap, error)
 	Secret(namespace, name string) (*corev1.Secret, error)
 	Services(namespace string) ([]*corev1.Service, error)
+	// KubernetesServiceKnown reports whether default/kubernetes, the Service every
+	// container's KUBERNETES_SERVICE_HOST comes from, is known (or no API is in use).
+	KubernetesServiceKnown() bool
 }
 
 // listerEnvSources reads env sources from the informer caches virtual-kubelet keeps.
@@ -65,6 +68,11 @@ func (l listerEnvSources) Services(ns string) ([]*corev1.Service, error) {
 	return l.services.Services(ns).List(labels.Everything())
 }
 
+func (l listerEnvSources) KubernetesServiceKnown() bool {
+	_, err := l.services.Services(metav1.NamespaceDefault).Get("kubernetes")
+	return err == nil
+}
+
 // noEnvSources is the empty cluster (before virtual-kubelet hands over its informers, and in
 // tests without an API): no Services, and every ConfigMap and Secret missing.
 type noEnvSources struct{}
@@ -78,6 +86,8 @@ func (noEnvSources) Secret(_, name string) (*corev1.Secret, error) {
 }
 
 func (noEnvSources) Services(string) ([]*corev1.Service, error) { return nil, nil }
+
+func (noEnvSources) KubernetesServiceKnown() bool { return true }
 
 // envInputs is what resolveEnv needs beyond the API objects.
 type envInputs struct {

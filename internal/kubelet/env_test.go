@@ -32,6 +32,7 @@ func (f fakeEnvSources) Secret(ns, name string) (*corev1.Secret, error) {
 }
 
 func (f fakeEnvSources) Services(ns string) ([]*corev1.Service, error) { return f.services[ns], nil }
+func (f fakeEnvSources) KubernetesServiceKnown() bool                  { return true }
 
 func TestResolveEnv(t *testing.T) {
 	field := func(path string) *corev1.EnvVarSource {

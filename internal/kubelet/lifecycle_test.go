@@ -498,3 +498,34 @@ func TestAttachSendsStdinAndStreamsOutput(t *testing.T) {
 		t.Errorf("attached output = %q, want %q", got, "got-hello\n")
 	}
 }
+
+// lateKubernetesService is an empty cluster whose default/kubernetes Service appears at a
+// given time.
+type lateKubernetesService struct {
+	noEnvSources
+	at time.Time
+}
+
+func (l lateKubernetesService) KubernetesServiceKnown() bool { return time.Now().After(l.at) }
+
+// TestContainerWaitsForTheKubernetesService: a container does not start before the kubelet
+// knows default/kubernetes (it would miss KUBERNETES_SERVICE_HOST), and starts right after.
+func TestContainerWaitsForTheKubernetesService(t *testing.T) {
+	tk := newTestKubelet(t)
+	appears := time.Now().Add(700 * time.Millisecond)
+	tk.envSources = lateKubernetesService{at: appears}
+	pod := newTestPod("early")
+	pod.Spec.Containers = []corev1.Container{{Name: "c", Image: "busybox", Command: []string{"/bin/sh", "-c", "sleep 30"}}}
+	tk.run(t, pod)
+	st := tk.waitFor(t, pod, "Running", 20*time.Second, func(p *corev1.Pod) bool {
+		return len(p.Status.ContainerStatuses) == 1 && p.Status.ContainerStatuses[0].State.Running != nil
+	})
+	started := st.Status.ContainerStatuses[0].State.Running.StartedAt.Time
+	// StartedAt has second precision; the check is on the wall clock of the observation too.
+	if time.Now().Before(appears) {
+		t.Fatalf("container running before the kubernetes Service appeared")
+	}
+	if started.After(appears.Add(5 * time.Second)) {
+		t.Errorf("container started at %s, long after the Service appeared at %s", started, appears)
+	}
+}

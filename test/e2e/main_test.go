@@ -145,8 +145,8 @@ func noteOtherClusters() {
 // withoutOthers drops the lines that belong to other clusters.
 func withoutOthers(snapshot string) string {
 	// Throwaway namespaces of other packages' privileged tests and benchmarks running at the
-	// same time ("knettest-…"); those tests check their own cleanup.
-	alts := []string{`knettest-`}
+	// same time ("knettest-…", bench/proxy's "knetbench-…"); those check their own cleanup.
+	alts := []string{`knettest-`, `knetbench-`}
 	for _, a := range others {
 		alts = append(alts, a)
 	}
