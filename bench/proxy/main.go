@@ -87,6 +87,7 @@ type options struct {
 	poll        time.Duration
 	keepLogs    bool
 	bound       time.Duration
+	knetAlone   bool
 }
 
 func runMain(args []string) error {
@@ -105,6 +106,7 @@ func runMain(args []string) error {
 	fs.DurationVar(&o.poll, "poll", 50*time.Millisecond, "interval of nftables polls for sync times")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the proxies' logs after a successful run")
 	fs.DurationVar(&o.bound, "bound", 10*time.Minute, "longest wait for a proxy to program Services; kube-proxy exceeding it at 10k is reported as \"> bound\" and left out of the rest of that size")
+	fs.BoolVar(&o.knetAlone, "latency-knet-alone", false, "after the side-by-side latency trials, run as many with kube-proxy paused (SIGSTOP), to show knet's latency without kube-proxy's syncs competing for the CPUs")
 	_ = fs.Parse(args)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -321,8 +323,13 @@ func (b *bench) measure(ctx context.Context) error {
 		if n > 1000 {
 			trials = b.o.trials10k
 		}
-		if err := b.latency(ctx, label, trials); err != nil {
+		if err := b.latency(ctx, label, trials, false); err != nil {
 			return err
+		}
+		if b.o.knetAlone && !b.kpBehind {
+			if err := b.latencyKnetAlone(ctx, label, trials); err != nil {
+				return err
+			}
 		}
 		if n == sizes[len(sizes)-1] {
 			r, err := b.connRates(ctx, label)
@@ -475,7 +482,23 @@ func (b *bench) restartSync(ctx context.Context, last int, label string) error {
 // latency creates one Service with its EndpointSlice per trial and measures, from the start of
 // the Service create call, the first successful TCP connection to ClusterIP:port from inside
 // each proxy's namespace (both probe at once: same objects, same moment).
-func (b *bench) latency(ctx context.Context, label string, trials int) error {
+// latencyKnetAlone runs the latency trials for knet alone, with kube-proxy paused: kube-proxy gets
+// every new Service at the same moment as knet and answers with a sync of seconds of CPU, so in
+// the side-by-side trials knet's syncs share the two CPUs with it.
+func (b *bench) latencyKnetAlone(ctx context.Context, label string, trials int) error {
+	pid := b.kp.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("pause kube-proxy: %w", err)
+	}
+	defer func() { _ = syscall.Kill(pid, syscall.SIGCONT) }()
+	logf("kube-proxy paused; %d trials for knet alone", trials)
+	return b.latency(ctx, label, trials, true)
+}
+
+func (b *bench) latency(ctx context.Context, label string, trials int, knetAlone bool) error {
+	if knetAlone {
+		label += " (kube-proxy paused)"
+	}
 	var lat, fromCreated [2][]time.Duration
 	var api []time.Duration // the two create calls, part of every trial's latency
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -501,7 +524,7 @@ func (b *bench) latency(ctx context.Context, label string, trials int) error {
 		addr := netip.AddrPortFrom(ipAddr, servicePort).String()
 		var probes [2]*probe
 		for i, p := range b.proxies() {
-			if p == b.kp && b.kpBehind {
+			if p == b.kp && (b.kpBehind || knetAlone) {
 				continue
 			}
 			pr, err := startProbe(ctx, b.st, p.netns, addr, 5*time.Minute)
@@ -510,7 +533,10 @@ func (b *bench) latency(ctx context.Context, label string, trials int) error {
 			}
 			probes[i] = pr
 		}
-		name := fmt.Sprintf("lat-%s-%02d", strings.ToLower(label), t)
+		name := fmt.Sprintf("lat-%s-%02d", strings.ToLower(count0(label)), t)
+		if knetAlone {
+			name = fmt.Sprintf("lat-%s-alone-%02d", strings.ToLower(count0(label)), t)
+		}
 		var tr trialTrace
 		t0 := time.Now()
 		if _, err := b.objs.createService(ctx, name, ip); err != nil {
@@ -598,6 +624,12 @@ func (b *bench) traceRows(label string, t0s []time.Time, traces []trialTrace, la
 	worst = append(worst, "connected "+fmtDur(lat[slowest]))
 	b.tbl.text(fmt.Sprintf("%s: knet trial steps, median [trace]", label), strings.Join(med, ", "), "", "")
 	b.tbl.text(fmt.Sprintf("%s: knet slowest trial's steps [trace]", label), strings.Join(worst, ", "), "", "")
+}
+
+// count0 is the size part of a label ("1k" of "1k (kube-proxy paused)").
+func count0(label string) string {
+	n, _, _ := strings.Cut(label, " ")
+	return n
 }
 
 func goalIf(cond bool, s string) string {
