@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/kubectl/pkg/util/podutils"
 
 	"knet/deploy"
 	"knet/internal/cluster"
@@ -444,7 +445,7 @@ func addonsReady(ctx context.Context, client kubernetes.Interface) bool {
 		ready := int32(0)
 		for i := range pods.Items {
 			p := &pods.Items[i]
-			if p.DeletionTimestamp == nil && sel.Matches(labels.Set(p.Labels)) && podReady(p) {
+			if p.DeletionTimestamp == nil && sel.Matches(labels.Set(p.Labels)) && podutils.IsPodReady(p) {
 				ready++
 			}
 		}
@@ -453,15 +454,6 @@ func addonsReady(ctx context.Context, client kubernetes.Interface) bool {
 		}
 	}
 	return true
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // startLoadBalancerIPAM runs the one LoadBalancer address allocator of the cluster, with the
