@@ -51,7 +51,14 @@ func (m pmap[K, V, H]) len() int { return m.n }
 
 func (m pmap[K, V, H]) get(k K) (V, bool) {
 	var h H
-	hv := h.hash(k)
+	return m.getHashed(h.hash(k), k)
+}
+
+// getHashed is get for a key whose hash (H's) the caller computed: the
+// query path calls the hash function directly, which lets the compiler
+// keep a key built for the lookup on the stack (a call through the type
+// parameter makes it escape).
+func (m pmap[K, V, H]) getHashed(hv uint64, k K) (V, bool) {
 	n := m.root
 	for shift := uint(0); n != nil; shift += pbits {
 		if shift >= 64 {
@@ -284,4 +291,24 @@ func mix64(x uint64) uint64 {
 	x *= 0x94d049bb133111eb
 	x ^= x >> 31
 	return x
+}
+
+// compact returns m with every node of the given batch copied into a
+// node whose slots are exactly as many as it holds. Older nodes are left as
+// they are (shared with published maps, and exact since copied).
+func (m pmap[K, V, H]) compact(batch uint64) pmap[K, V, H] {
+	m.root = m.root.compact(batch)
+	return m
+}
+
+func (n *pnode[K, V]) compact(batch uint64) *pnode[K, V] {
+	if n == nil || n.batch != batch {
+		return n
+	}
+	c := &pnode[K, V]{batch: batch, bitmap: n.bitmap, slots: make([]pslot[K, V], len(n.slots))}
+	copy(c.slots, n.slots)
+	for i := range c.slots {
+		c.slots[i].sub = c.slots[i].sub.compact(batch)
+	}
+	return c
 }

@@ -156,3 +156,49 @@ func TestAddrHashKeepsFamiliesApart(t *testing.T) {
 		t.Errorf("get(::ffff:10.0.0.1) = %q", got)
 	}
 }
+
+// TestPmapCompact: compacting keeps the contents and the shape, leaves
+// nodes of earlier batches shared, and leaves no spare capacity in the
+// batch's nodes.
+func TestPmapCompact(t *testing.T) {
+	var m pmap[int, string, intHash]
+	for k := range 3000 {
+		m = m.set(1, k, fmt.Sprint(k))
+	}
+	published := m.compact(1)
+	if !reflect.DeepEqual(contents(published), contents(m)) || !sameShape(published.root, m.root) {
+		t.Fatal("compact changed the map")
+	}
+	var spare func(n *pnode[int, string]) int
+	spare = func(n *pnode[int, string]) int {
+		if n == nil {
+			return 0
+		}
+		s := cap(n.slots) - len(n.slots)
+		for _, sl := range n.slots {
+			s += spare(sl.sub)
+		}
+		return s
+	}
+	if spare(m.root) == 0 {
+		t.Fatal("the test built no node with spare capacity: nothing to compact")
+	}
+	if s := spare(published.root); s != 0 {
+		t.Errorf("compacted map has %d spare slots", s)
+	}
+	next := published.set(2, 5000, "x").compact(2)
+	shared := 0
+	for _, sl := range next.root.slots {
+		for _, old := range published.root.slots {
+			if sl.sub != nil && sl.sub == old.sub {
+				shared++
+			}
+		}
+	}
+	if shared != len(published.root.slots)-1 {
+		t.Errorf("after one change and a compaction %d of %d subtrees are shared, want all but one", shared, len(published.root.slots))
+	}
+	if _, ok := published.get(5000); ok {
+		t.Error("a later change shows in the published map")
+	}
+}

@@ -146,7 +146,8 @@ func (s *snapshot) records(rel string) ([]hit, bool) {
 		// CoreDNS strips the underscores but does not require them.
 		port, proto = strings.TrimPrefix(labels[0], "_"), strings.TrimPrefix(labels[1], "_")
 	}
-	info, _ := s.services.get(labels[n-3] + "." + ns)
+	key := labels[n-3] + "." + ns
+	info, _ := s.services.getHashed(stringHash{}.hash(key), key)
 	if info == nil {
 		return nil, false
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -349,6 +350,70 @@ func TestQueriesSeeEachUpdate(t *testing.T) {
 		publish()
 		if got := answer(name, step.qtype); got != step.want {
 			t.Errorf("%s: %s, want %s", name, got, step.want)
+		}
+	}
+}
+
+// TestQueriesDuringUpdates reads published snapshots while later updates
+// are applied (run it with -race): a snapshot must hold exactly the
+// Services that existed when it was published, however the updater edits
+// its next view.
+func TestQueriesDuringUpdates(t *testing.T) {
+	u := newUpdater("cluster.local.", 5)
+	c := newTestCaches(u)
+	c.put(t, namespace("ns"))
+	var current atomic.Pointer[snapshot]
+	const services = 600
+	done := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				snap := current.Load()
+				if snap == nil {
+					continue
+				}
+				// Snapshot gen g holds Services s-0 .. s-(g-1), each with its
+				// ClusterIP's PTR.
+				n := int(snap.gen)
+				if got := len(contents(snap.services)); got != n || snap.services.len() != n {
+					errs <- fmt.Errorf("snapshot %d: %d Services (len %d), want %d", n, got, snap.services.len(), n)
+					return
+				}
+				for _, i := range []int{0, n / 2, n - 1} {
+					if i < 0 {
+						continue
+					}
+					want := fmt.Sprintf("s-%d.ns.svc.cluster.local.", i)
+					if got := snap.ptrTargets(netip.AddrFrom4([4]byte{10, 96, byte(i >> 8), byte(i)})); !slices.Equal(got, []string{want}) {
+						errs <- fmt.Errorf("snapshot %d: PTR of Service %d: %q, want %s", n, i, got, want)
+						return
+					}
+				}
+				if snap.reverse.has(netip.AddrFrom4([4]byte{10, 96, byte(n >> 8), byte(n)})) {
+					errs <- fmt.Errorf("snapshot %d holds the ClusterIP of a later Service", n)
+					return
+				}
+			}
+		}()
+	}
+	for i := range services {
+		c.put(t, service("ns", fmt.Sprintf("s-%d", i), fmt.Sprintf("10.96.%d.%d", i>>8, i&255)))
+		if _, err := u.apply(c.caches()); err != nil {
+			t.Fatal(err)
+		}
+		current.Store(u.snapshot(uint64(i+1), 0))
+	}
+	close(done)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }
