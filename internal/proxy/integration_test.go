@@ -322,7 +322,7 @@ func TestIntegrationClusterIPOverRealNftables(t *testing.T) {
 		}
 	}
 
-	// The flushed endpoint chains are deleted by a later sync.
+	// The flushed Service chain is deleted by a later sync.
 	time.Sleep(staleChainGrace)
 	if _, err := client.CoreV1().Services("ns1").Create(context.Background(), makeService("ns1", "other", "10.96.0.99", nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

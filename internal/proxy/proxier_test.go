@@ -183,8 +183,8 @@ func TestProxierFollowsEndpointSlices(t *testing.T) {
 		return h.verdict(mapNoEndpointServices, "10.96.0.10", "tcp", "80") == "goto reject-chain" &&
 			h.verdict(mapServiceIPs, "10.96.0.10", "tcp", "80") == ""
 	})
-	// The endpoint chains are flushed now and deleted a second later.
-	eventually(t, "stale endpoint chains deleted", func() bool {
+	// The Service chain is flushed now and deleted a second later.
+	eventually(t, "stale Service chain deleted", func() bool {
 		h.p.loop.Mark()
 		chains, _ := h.fake.List(context.Background(), "chain")
 		for _, c := range chains {

@@ -12,7 +12,8 @@ import (
 )
 
 // Names of the static objects in the table. Per-Service chains are
-// prefixed service-, local-, external-, endpoint-; affinity sets affinity-.
+// prefixed service-, local-, external-, firewall-, and endpoint- (ClientIP
+// affinity only); affinity sets affinity-.
 const (
 	chainFilterPreDNAT  = "filter-prerouting-pre-dnat"
 	chainFilterOutPre   = "filter-output-pre-dnat"
