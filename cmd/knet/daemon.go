@@ -20,11 +20,11 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -222,14 +222,13 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 }
 
 func waitNodesReady(ctx context.Context, client kubernetes.Interface, l cluster.Layout) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
 	want := map[string]bool{}
 	for _, n := range l.Nodes {
 		want[n.Name] = true
 	}
-	for {
-		ready := 0
+	ready := 0
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		ready = 0
 		if nodes, err := client.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
 			for i := range nodes.Items {
 				if want[nodes.Items[i].Name] && nodeReady(&nodes.Items[i]) {
@@ -237,15 +236,12 @@ func waitNodesReady(ctx context.Context, client kubernetes.Interface, l cluster.
 				}
 			}
 		}
-		if ready == len(l.Nodes) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("only %d of %d nodes became Ready (see %s/logs)", ready, len(l.Nodes), l.Dir())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return ready == len(l.Nodes), nil
+	})
+	if err != nil {
+		return fmt.Errorf("only %d of %d nodes became Ready (see %s/logs)", ready, len(l.Nodes), l.Dir())
 	}
+	return nil
 }
 
 func nodeReady(n *corev1.Node) bool {
@@ -260,22 +256,14 @@ func nodeReady(n *corev1.Node) bool {
 // waitDefaultServiceAccount waits for the service-account controller: until it made
 // default/default, creating a pod in the default namespace fails.
 func waitDefaultServiceAccount(ctx context.Context, client kubernetes.Interface) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		_, err := client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
-		if err == nil {
-			return nil
-		}
-		if !apierrors.IsNotFound(err) && ctx.Err() != nil {
-			return fmt.Errorf("default service account: %w", err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the default service account was not created: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the default service account was not created: %w", err)
 	}
+	return nil
 }
 
 func writeNodeConfig(l cluster.Layout, n cluster.NodeLayout, cp *controlplane.ControlPlane, self, imageMap, podNetwork string) (string, error) {
@@ -396,9 +384,10 @@ func addonObjects() ([]*unstructured.Unstructured, error) {
 // discovery is needed (TestAddonObjectsMapToResources checks both).
 func applyObject(ctx context.Context, dyn dynamic.Interface, obj *unstructured.Unstructured) error {
 	gvr, _ := meta.UnsafeGuessKindToResource(obj.GroupVersionKind())
-	var r dynamic.ResourceInterface = dyn.Resource(gvr)
+	res := dyn.Resource(gvr)
+	var r dynamic.ResourceInterface = res
 	if ns := obj.GetNamespace(); ns != "" {
-		r = dyn.Resource(gvr).Namespace(ns)
+		r = res.Namespace(ns)
 	}
 	if _, err := r.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: "knet", Force: true}); err != nil {
 		return fmt.Errorf("apply add-on %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
@@ -410,18 +399,13 @@ func applyObject(ctx context.Context, dyn dynamic.Interface, obj *unstructured.U
 // it wants replicas. It reads the pods rather than the Deployment's status, which trails them by
 // the ReplicaSet and Deployment controllers' own status updates.
 func waitAddonsReady(ctx context.Context, client kubernetes.Interface) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for {
-		if addonsReady(ctx, client) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("add-ons in kube-system not Ready (see `knet kubectl -n kube-system get pods`): %w", ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		return addonsReady(ctx, client), nil
+	})
+	if err != nil {
+		return fmt.Errorf("add-ons in kube-system not Ready (see `knet kubectl -n kube-system get pods`): %w", err)
 	}
+	return nil
 }
 
 func addonsReady(ctx context.Context, client kubernetes.Interface) bool {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
@@ -294,20 +295,17 @@ func startSpeaker(ctx context.Context, log *slog.Logger, client kubernetes.Inter
 func waitForAPI(ctx context.Context, log *slog.Logger, client kubernetes.Interface) error {
 	start := time.Now()
 	lastLog := start
-	for {
+	err := wait.PollUntilContextCancel(ctx, 50*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		_, err := client.DiscoveryV1().EndpointSlices("").List(ctx, metav1.ListOptions{Limit: 1})
-		if err == nil {
-			log.Info("API server reachable", "waited", time.Since(start).Round(time.Millisecond))
-			return nil
-		}
-		if time.Since(lastLog) > 10*time.Second {
+		if err != nil && time.Since(lastLog) > 10*time.Second {
 			log.Info("waiting for the API server", "err", err)
 			lastLog = time.Now()
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+		return err == nil, nil
+	})
+	if err != nil {
+		return err
 	}
+	log.Info("API server reachable", "waited", time.Since(start).Round(time.Millisecond))
+	return nil
 }

@@ -142,10 +142,10 @@ func New(cfg Config) (*ControlPlane, error) {
 
 // Start brings up etcd, kube-apiserver, kube-controller-manager and
 // kube-scheduler in this process and returns once the API server's /readyz
-// answers ok, not counting the RBAC bootstrap roles (see rbacBootstrapCheck). The components stop when ctx is cancelled (scheduler and
-// controller-manager first, then the API server, then etcd); Done closes after
-// that, and Err says why they stopped if it was not ctx. Start may be called
-// once per New.
+// answers ok, not counting the RBAC bootstrap roles (see rbacBootstrapCheck).
+// The components stop when ctx is cancelled (scheduler and controller-manager
+// first, then the API server, then etcd); Done closes after that, and Err says
+// why they stopped if it was not ctx. Start may be called once per New.
 func (cp *ControlPlane) Start(ctx context.Context) error {
 	logOut, err := redirectKlog(cp.logFile)
 	if err != nil {

@@ -235,7 +235,6 @@ func (c *containerRunner) awaitKubernetesService() bool {
 			return true
 		case <-time.After(50 * time.Millisecond):
 		}
-		src = c.w.k.envSources
 	}
 	return true
 }

@@ -128,7 +128,7 @@ func TestRunWithFakeAPIServer(t *testing.T) {
 	// Every API server has default/kubernetes; the kubelet holds containers until it sees it.
 	client := fake.NewClientset(&corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: metav1.NamespaceDefault},
-		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.1", Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}},
+		Spec:       corev1.ServiceSpec{ClusterIP: "10.96.0.1", Ports: []corev1.ServicePort{{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}}},
 	})
 	tk := newTestKubelet(t)
 	caFile, certFile, keyFile, clientTLS := testPKI(t)
