@@ -113,18 +113,26 @@ func twoNodes(t *testing.T, gso int) (*testNode, *testNode) {
 // setGSOMaxSize sets a link's IPv4 GSO limit (iproute2 before 6.3 cannot).
 func (n *testNS) setGSOMaxSize(t *testing.T, dev string, size int) {
 	t.Helper()
+	h, l := n.link(t, dev)
+	defer h.Close()
+	if err := h.LinkSetGSOIPv4MaxSize(l, size); err != nil {
+		t.Fatalf("[%s] gso_ipv4_max_size %d on %s: %v", n.name, size, dev, err)
+	}
+}
+
+// link opens a netlink handle in the namespace (the caller closes it) and finds dev there.
+func (n *testNS) link(t *testing.T, dev string) (*netlink.Handle, netlink.Link) {
+	t.Helper()
 	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
 	l, err := h.LinkByName(dev)
-	if err == nil {
-		err = h.LinkSetGSOIPv4MaxSize(l, size)
-	}
 	if err != nil {
-		t.Fatalf("[%s] gso_ipv4_max_size %d on %s: %v", n.name, size, dev, err)
+		h.Close()
+		t.Fatalf("[%s] %s: %v", n.name, dev, err)
 	}
+	return h, l
 }
 
 // addPod attaches a pod with knet's CNI plugin; gso is its gsoMaxSize.
@@ -305,15 +313,8 @@ func TestVXLANCrossNode(t *testing.T) {
 // rxStats reads a link's receive counters in a namespace.
 func rxStats(t *testing.T, n *testNS, dev string) (bytes, packets uint64) {
 	t.Helper()
-	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.Fd())))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, l := n.link(t, dev)
 	defer h.Close()
-	l, err := h.LinkByName(dev)
-	if err != nil {
-		t.Fatalf("[%s] %s: %v", n.name, dev, err)
-	}
 	st := l.Attrs().Statistics
 	return st.RxBytes, st.RxPackets
 }
