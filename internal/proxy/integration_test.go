@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"knet/internal/netnsrun"
-
 	"bufio"
 	"context"
 	"crypto/rand"
@@ -27,22 +25,34 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
 	"sigs.k8s.io/knftables"
+
+	"knet/internal/netnsrun"
+	"knet/internal/nftsession"
 )
 
 // nsNFT runs every knftables call inside a network namespace, as the proxy
-// does when `knet node` runs in the node's namespace.
+// does when `knet node` runs in the node's namespace. Transactions go through
+// an nftsession, as the proxy's own do; Close ends its nft process.
 type nsNFT struct {
 	ns    netns.NsHandle
-	inner knftables.Interface
+	inner *nftsession.Session
 }
 
-func newNSNFT(ns netns.NsHandle) (*nsNFT, error) {
+func newNSNFT(t testing.TB, ns netns.NsHandle) *nsNFT {
+	t.Helper()
 	n := &nsNFT{ns: ns}
-	err := netnsrun.Run(ns, func() (err error) {
-		n.inner, err = knftables.New(knftables.IPv4Family, TableName)
+	err := netnsrun.Run(ns, func() error {
+		inner, err := knftables.New(knftables.IPv4Family, TableName)
+		if err == nil {
+			n.inner, err = nftsession.New(inner)
+		}
 		return err
 	})
-	return n, err
+	if err != nil {
+		t.Fatalf("nftables in namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = n.inner.Close() })
+	return n
 }
 
 func (n *nsNFT) NewTransaction() *knftables.Transaction { return n.inner.NewTransaction() }
@@ -201,10 +211,7 @@ func dialTCP(ns netns.NsHandle, addr string) (string, net.Conn, error) {
 
 func startNSProxier(t testing.TB, tn *testNet, client *fake.Clientset) (p *Proxier, nft *nsNFT, stop func()) {
 	t.Helper()
-	nft, err := newNSNFT(tn.node)
-	if err != nil {
-		t.Fatalf("nftables in node namespace: %v", err)
-	}
+	nft = newNSNFT(t, tn.node)
 	h, err := netlink.NewHandleAt(tn.node)
 	if err != nil {
 		t.Fatal(err)

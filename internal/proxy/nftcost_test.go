@@ -38,10 +38,7 @@ func BenchmarkRealNftablesSync(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { ns.Close() })
-			nft, err := newNSNFT(ns)
-			if err != nil {
-				b.Fatal(err)
-			}
+			nft := newNSNFT(b, ns)
 			ctx := context.Background()
 			in := benchInputs(n)
 			changed := in

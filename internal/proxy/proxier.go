@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 
+	"knet/internal/nftsession"
 	"knet/internal/syncloop"
 )
 
@@ -32,6 +33,7 @@ type Proxier struct {
 	cfg         Config
 	log         *slog.Logger
 	nft         knftables.Interface
+	session     *nftsession.Session // nil when cfg.NFT was given; closed by Run
 	ct          Conntrack
 	clusterCIDR netip.Prefix
 	nodeIPs     []netip.Addr
@@ -76,12 +78,18 @@ func New(cfg Config) (*Proxier, error) {
 	}
 	cidr, _ := cfg.clusterCIDR()
 	nft := cfg.NFT
+	var session *nftsession.Session
 	if nft == nil {
-		var err error
-		nft, err = knftables.New(knftables.IPv4Family, TableName)
+		inner, err := knftables.New(knftables.IPv4Family, TableName)
+		if err == nil {
+			// One long-lived nft process: a small change then costs a third of a
+			// fresh nft run (see package nftsession).
+			session, err = nftsession.New(inner)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("proxy: nftables unavailable (needs the nft binary >= 1.0.1 and kernel nf_tables): %w", err)
 		}
+		nft = session
 	}
 	ct := cfg.Conntrack
 	if ct == nil {
@@ -97,6 +105,7 @@ func New(cfg Config) (*Proxier, error) {
 		cfg:         cfg,
 		log:         cfg.Logger.With("component", "proxy", "node", cfg.NodeName),
 		nft:         nft,
+		session:     session,
 		ct:          ct,
 		clusterCIDR: cidr,
 		nodeIPs:     cfg.nodeAddrs(),
@@ -153,6 +162,9 @@ func (p *Proxier) Stats() Stats {
 // never flushed. It returns an error only if the caches never sync.
 func (p *Proxier) Run(ctx context.Context) error {
 	defer p.health.close()
+	if p.session != nil {
+		defer p.session.Close()
+	}
 	for _, f := range p.factories {
 		f.Start(ctx.Done())
 	}
