@@ -64,7 +64,7 @@ func runAgent(ctx context.Context, o agentOptions) error {
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", o.nodeName)
+	log := newLogger().With("node", o.nodeName)
 	cfg := nodeConfig{NodeName: o.nodeName, NodeIP: o.nodeIP, ClusterCIDR: o.clusterCIDR, PodNetworkMode: o.mode, Underlay: o.underlay}
 	if o.routes {
 		if err := startRoutes(ctx, log, client, cfg); err != nil {

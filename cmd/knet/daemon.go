@@ -108,7 +108,7 @@ func runDaemon(ctx context.Context, o daemonOptions) (err error) {
 			p.mark(progressFailed + err.Error())
 		}
 	}()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("cluster", l.Name)
+	log := newLogger().With("cluster", l.Name)
 	stopProfile := startupProfile(log)
 	defer stopProfile()
 

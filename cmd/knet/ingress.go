@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"os/signal"
 	"syscall"
 
@@ -24,7 +22,7 @@ func ingressCommand() *cobra.Command {
 			if cfg.Client, err = newClient(kubeconfig); err != nil {
 				return err
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			cfg.Logger = newLogger()
 			c, err := ingress.New(cfg)
 			if err != nil {
 				return err

@@ -70,7 +70,7 @@ func nodeCommand() *cobra.Command {
 }
 
 func runNode(ctx context.Context, cfg nodeConfig) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("node", cfg.NodeName)
+	log := newLogger().With("node", cfg.NodeName)
 	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
 	if err != nil {
 		return err

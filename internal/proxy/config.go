@@ -37,6 +37,10 @@ type Config struct {
 	// wait only adds latency (a new Service is usually two events, the
 	// Service and then its EndpointSlice, some ms apart).
 	MinSyncInterval time.Duration
+	// NewServiceWait is how long a sync for a new Service that has no
+	// EndpointSlice yet waits for one, so both are programmed in one sync.
+	// Default 50ms; negative means no wait.
+	NewServiceWait time.Duration
 	// SyncPeriod forces a full resync, which repairs a table someone else
 	// edited. Default 1h, as kube-proxy: informers deliver every change, and
 	// a full sync at 10k Services is ~500k nft operations.
@@ -61,6 +65,9 @@ type Config struct {
 func (c *Config) Defaults() {
 	if c.MinSyncInterval == 0 {
 		c.MinSyncInterval = 20 * time.Millisecond
+	}
+	if c.NewServiceWait == 0 {
+		c.NewServiceWait = 50 * time.Millisecond
 	}
 	if c.SyncPeriod == 0 {
 		c.SyncPeriod = time.Hour

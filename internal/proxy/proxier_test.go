@@ -235,6 +235,48 @@ func TestProxierCoalescesBursts(t *testing.T) {
 	}
 }
 
+func TestProxierWaitsBrieflyForANewServicesSlice(t *testing.T) {
+	h := startProxier(t, func(cfg *Config) { cfg.NewServiceWait = 300 * time.Millisecond })
+
+	// A new Service whose EndpointSlice follows inside the wait: one transaction for both.
+	before := h.nft.runs.Load()
+	h.create(t, makeService("ns1", "pair", "10.96.2.1", nil))
+	time.Sleep(30 * time.Millisecond)
+	h.create(t, makeSlice("ns1", "pair", "pair-1", "http", v1.ProtocolTCP, 8080, ep{ip: "10.244.1.10", node: testNode}))
+	eventually(t, "Service and slice programmed", func() bool {
+		return h.verdict(mapServiceIPs, "10.96.2.1", "tcp", "80") != ""
+	})
+	time.Sleep(400 * time.Millisecond)
+	if n := h.nft.runs.Load() - before; n != 1 {
+		t.Errorf("a Service and its slice 30 ms later took %d transactions, want 1", n)
+	}
+	if v := h.verdict(mapNoEndpointServices, "10.96.2.1", "tcp", "80"); v != "" {
+		t.Errorf("the Service was rejected on the way (%q)", v)
+	}
+
+	// A Service whose slice never comes still gets its reject rule, after the wait.
+	t0 := time.Now()
+	h.create(t, makeService("ns1", "lonely", "10.96.2.2", nil))
+	eventually(t, "Service without endpoints rejected", func() bool {
+		return h.verdict(mapNoEndpointServices, "10.96.2.2", "tcp", "80") == "goto reject-chain"
+	})
+	if d := time.Since(t0); d < 250*time.Millisecond {
+		t.Errorf("a Service without endpoints was programmed after %v, before the 300 ms wait", d)
+	}
+
+	// A Service whose slice already exists is programmed at once.
+	h.create(t, makeSlice("ns1", "early", "early-1", "http", v1.ProtocolTCP, 8080, ep{ip: "10.244.1.11", node: testNode}))
+	time.Sleep(50 * time.Millisecond)
+	t0 = time.Now()
+	h.create(t, makeService("ns1", "early", "10.96.2.3", nil))
+	eventually(t, "Service with an existing slice programmed", func() bool {
+		return h.verdict(mapServiceIPs, "10.96.2.3", "tcp", "80") != ""
+	})
+	if d := time.Since(t0); d > 200*time.Millisecond {
+		t.Errorf("a Service whose slice existed waited %v", d)
+	}
+}
+
 func TestProxierWarnsAboutUnprogrammableService(t *testing.T) {
 	bad := makeService("ns1", "bad", "10.96.0.200", func(s *v1.Service) {
 		s.Spec.Ports = append(s.Spec.Ports, v1.ServicePort{Name: "icmp", Protocol: "ICMP", Port: 7})

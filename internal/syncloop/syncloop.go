@@ -1,11 +1,12 @@
 // Package syncloop runs a controller's sync the way knet's controllers share: informer events
 // only mark work dirty; syncs run at least MinInterval apart, so a burst of events becomes one
-// sync; a failed sync is retried with exponential backoff; and a periodic resync runs even
-// without events. It owns no state of the controller and touches nothing but its timers.
+// sync; a change marked with MarkWithin may wait a little for a related one; a failed sync is
+// retried with exponential backoff; and a periodic resync runs even without events. It owns no state of the controller and touches nothing but its timers.
 package syncloop
 
 import (
 	"context"
+	"sync"
 	"time"
 )
 
@@ -29,21 +30,43 @@ const (
 	Retry
 )
 
-// Loop coalesces Mark calls into syncs.
+// Loop coalesces Mark and MarkWithin calls into syncs.
 type Loop struct {
 	cfg   Config
 	dirty chan struct{}
+	wake  chan struct{} // MarkWithin moved the deadline
+
+	mu     sync.Mutex
+	lazyAt time.Time // the earliest deadline of pending MarkWithin calls; zero if none
 }
 
 // New returns a loop; call Mark from informer handlers and Run once.
 func New(cfg Config) *Loop {
-	return &Loop{cfg: cfg, dirty: make(chan struct{}, 1)}
+	return &Loop{cfg: cfg, dirty: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 }
 
 // Mark asks for a sync. It never blocks.
 func (l *Loop) Mark() {
 	select {
 	case l.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// MarkWithin asks for a sync no later than d from now, for a change that is worth little on its
+// own and usually comes with a related one: any sync that starts before then (after a Mark, say)
+// takes the change with it, so the pair costs one sync. It never blocks.
+func (l *Loop) MarkWithin(d time.Duration) {
+	at := time.Now().Add(d)
+	l.mu.Lock()
+	if !l.lazyAt.IsZero() && !at.Before(l.lazyAt) {
+		l.mu.Unlock()
+		return
+	}
+	l.lazyAt = at
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
 	default:
 	}
 }
@@ -57,6 +80,9 @@ func (l *Loop) Run(ctx context.Context, sync func(ctx context.Context, why Reaso
 	defer retry.Stop()
 	resync := time.NewTicker(l.cfg.Resync)
 	defer resync.Stop()
+	lazy := time.NewTimer(time.Hour) // fires at lazyAt
+	lazy.Stop()
+	defer lazy.Stop()
 	backoff := time.Duration(0)
 	for {
 		why := Changed
@@ -70,6 +96,15 @@ func (l *Loop) Run(ctx context.Context, sync func(ctx context.Context, why Reaso
 			}
 		case <-resync.C:
 			why = Resync
+		case <-l.wake:
+			l.mu.Lock()
+			at := l.lazyAt
+			l.mu.Unlock()
+			if !at.IsZero() {
+				lazy.Reset(time.Until(at))
+			}
+			continue
+		case <-lazy.C:
 		}
 		// Coalesce bursts: wait out the minimum interval, then take every change that
 		// arrived meanwhile in this one sync.
@@ -84,6 +119,11 @@ func (l *Loop) Run(ctx context.Context, sync func(ctx context.Context, why Reaso
 		case <-l.dirty:
 		default:
 		}
+		// This sync reads every change marked so far, lazy ones included.
+		l.mu.Lock()
+		l.lazyAt = time.Time{}
+		l.mu.Unlock()
+		lazy.Stop()
 		last = time.Now()
 		err := sync(ctx, why)
 		if err == nil {

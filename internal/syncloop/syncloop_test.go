@@ -87,3 +87,66 @@ func TestResyncRunsWithoutEvents(t *testing.T) {
 		t.Errorf("%d resyncs in 200ms with a 30ms period", resyncs.Load())
 	}
 }
+
+// runLoop runs l until the test ends and returns the start time of every sync.
+func runLoop(t *testing.T, l *Loop) func() []time.Time {
+	t.Helper()
+	var mu sync.Mutex
+	var at []time.Time
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		l.Run(ctx, func(context.Context, Reason) error {
+			mu.Lock()
+			at = append(at, time.Now())
+			mu.Unlock()
+			return nil
+		}, nil)
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]time.Time(nil), at...)
+	}
+}
+
+func TestMarkWithinSyncsByItsDeadline(t *testing.T) {
+	l := New(Config{MinInterval: time.Millisecond, Resync: time.Hour, RetryMin: time.Millisecond, RetryMax: time.Second})
+	syncs := runLoop(t, l)
+	time.Sleep(20 * time.Millisecond) // the first sync has run
+	t0 := time.Now()
+	l.MarkWithin(100 * time.Millisecond)
+	l.MarkWithin(300 * time.Millisecond) // a later deadline does not postpone the first
+	time.Sleep(50 * time.Millisecond)
+	if n := len(syncs()); n != 1 {
+		t.Fatalf("%d syncs 50 ms into a 100 ms MarkWithin, want only the first", n)
+	}
+	time.Sleep(400 * time.Millisecond)
+	got := syncs()
+	if len(got) != 2 {
+		t.Fatalf("%d syncs after two MarkWithin calls, want 2 (the first, and one for both)", len(got))
+	}
+	if d := got[1].Sub(t0); d < 100*time.Millisecond || d > 250*time.Millisecond {
+		t.Errorf("MarkWithin(100ms) synced after %v", d)
+	}
+}
+
+func TestMarkTakesPendingMarkWithin(t *testing.T) {
+	l := New(Config{MinInterval: time.Millisecond, Resync: time.Hour, RetryMin: time.Millisecond, RetryMax: time.Second})
+	syncs := runLoop(t, l)
+	time.Sleep(20 * time.Millisecond)
+	t0 := time.Now()
+	l.MarkWithin(200 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
+	l.Mark()
+	time.Sleep(400 * time.Millisecond)
+	got := syncs()
+	if len(got) != 2 {
+		t.Fatalf("%d syncs, want 2: the first, and one for the Mark that takes the MarkWithin with it", len(got))
+	}
+	if d := got[1].Sub(t0); d > 150*time.Millisecond {
+		t.Errorf("the Mark's sync started %v after the MarkWithin; it should not wait for the deadline", d)
+	}
+}
