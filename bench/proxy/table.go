@@ -69,7 +69,9 @@ restart: the proxy is stopped, its table deleted, and started again with all Ser
          the time includes the informer list, i.e. what a node sees after a proxy restart.
 [trace]  offsets from the Service create call: create calls returned, ADDED events on the benchmark's
          own watch (a stand-in for the proxy's informer), and knet's commits seen by "nft monitor" in
-         its namespace (the Service alone: its no-endpoints reject; then its service-ips element).`)
+         its namespace (the Service alone: its no-endpoints reject; then its service-ips element).
+         "reject committed -": knet waits up to 50 ms for a new Service's EndpointSlice, so a slice
+         that follows within that time is programmed with the Service and no reject is committed.`)
 }
 
 func fmtDur(d time.Duration) string {
