@@ -17,7 +17,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/knftables"
 
-	"knet/internal/nftsession"
 	"knet/internal/syncloop"
 )
 
@@ -26,7 +25,6 @@ type Controller struct {
 	cfg      Config
 	log      *slog.Logger
 	nft      knftables.Interface
-	session  *nftsession.Session // nil when cfg.NFT was given; closed by Run
 	factory  informers.SharedInformerFactory
 	pods     corelisters.PodLister
 	nss      corelisters.NamespaceLister
@@ -55,20 +53,15 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	nft := cfg.NFT
-	var session *nftsession.Session
 	if nft == nil {
-		inner, err := knftables.New(knftables.IPv4Family, TableName)
-		if err == nil {
-			session, err = nftsession.New(inner) // one long-lived nft process, as the proxy
-		}
-		if err != nil {
+		var err error
+		if nft, err = knftables.New(knftables.IPv4Family, TableName); err != nil {
 			return nil, fmt.Errorf("netpol: nftables unavailable (needs the nft binary >= 1.0.1 and kernel nf_tables): %w", err)
 		}
-		nft = session
 	}
 	f := informers.NewSharedInformerFactory(cfg.Client, 0)
 	c := &Controller{
-		cfg: cfg, log: cfg.Logger.With("component", "netpol", "node", cfg.NodeName), nft: nft, session: session, factory: f,
+		cfg: cfg, log: cfg.Logger.With("component", "netpol", "node", cfg.NodeName), nft: nft, factory: f,
 		loop: syncloop.New(syncloop.Config{MinInterval: cfg.MinSyncInterval, Resync: cfg.SyncPeriod, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax}), synced: make(chan struct{}),
 	}
 	mark := cache.ResourceEventHandlerFuncs{
@@ -128,9 +121,6 @@ func (c *Controller) Stats() Stats {
 // stays in place on return, so pods stay protected while the agent
 // restarts. It returns an error only if the caches never sync.
 func (c *Controller) Run(ctx context.Context) error {
-	if c.session != nil {
-		defer c.session.Close()
-	}
 	c.factory.Start(ctx.Done())
 	defer c.factory.Shutdown()
 	for typ, ok := range c.factory.WaitForCacheSync(ctx.Done()) {

@@ -160,6 +160,28 @@ func TestSessionLargeTransaction(t *testing.T) {
 	}
 }
 
+func TestSessionHandsLargeTransactionsToKnftables(t *testing.T) {
+	s, in := newSession(t)
+	old := maxScript
+	maxScript = 100
+	t.Cleanup(func() { maxScript = old })
+	tx := s.NewTransaction()
+	tx.Add(&knftables.Table{})
+	tx.Add(&knftables.Set{Name: "addrs", Type: "ipv4_addr"})
+	for i := range 10 {
+		tx.Add(&knftables.Element{Set: "addrs", Key: []string{"10.2.0." + strconv.Itoa(i+1)}})
+	}
+	if err := run(t, s, in, tx); err != nil {
+		t.Fatal(err)
+	}
+	if p := pid(s); p != 0 {
+		t.Errorf("a transaction over maxScript started the session's process (pid %d)", p)
+	}
+	if got := len(elements(t, s, in)); got != 10 {
+		t.Fatalf("%d elements, want 10", got)
+	}
+}
+
 func TestSessionProcessLifecycle(t *testing.T) {
 	s, in := newSession(t)
 	add := func(key string) error {
