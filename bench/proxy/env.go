@@ -343,6 +343,24 @@ func writeKubeconfig(clusterDir, out string, l layout) error {
 	return clientcmd.WriteToFile(*cfg, out)
 }
 
+// procChildren lists the children of pid, which any of its threads may have started.
+func procChildren(pid int) []int {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	var out []int
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
 // procMemory returns VmRSS and VmHWM (peak RSS) of pid in bytes.
 func procMemory(pid int) (rss, hwm int64) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

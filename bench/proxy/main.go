@@ -720,7 +720,7 @@ func (b *bench) settle(ctx context.Context) error {
 func (b *bench) memory(label string) {
 	kr, kh := b.knet.memory()
 	pr, ph := b.kp.memory()
-	b.tbl.text(fmt.Sprintf("%s: proxy RSS (peak)", label), fmt.Sprintf("%s (%s)", mib(kr), mib(kh)), fmt.Sprintf("%s (%s)", mib(pr), mib(ph)),
+	b.tbl.text(fmt.Sprintf("%s: proxy RSS with its child processes (peak)", label), fmt.Sprintf("%s (%s)", mib(kr), mib(kh)), fmt.Sprintf("%s (%s)", mib(pr), mib(ph)),
 		fmt.Sprintf("ratio %.2f", float64(kr)/float64(pr)))
 }
 

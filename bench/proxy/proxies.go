@@ -127,11 +127,20 @@ func (p *proxyProc) waitProgrammed(ctx context.Context, ip string, port int, int
 	}
 }
 
+// memory is the RSS and peak RSS of the proxy with its running children: knet's resident
+// `nft -i` counts (kube-proxy's one-shot nft runs are gone between syncs). The peak is the sum
+// of each process's peak.
 func (p *proxyProc) memory() (rss, hwm int64) {
 	if p.cmd == nil {
 		return 0, 0
 	}
-	return procMemory(p.cmd.Process.Pid)
+	pid := p.cmd.Process.Pid
+	rss, hwm = procMemory(pid)
+	for _, child := range procChildren(pid) {
+		r, h := procMemory(child)
+		rss, hwm = rss+r, hwm+h
+	}
+	return rss, hwm
 }
 
 // promSnapshot holds the kube-proxy sync histograms' sums and counts.

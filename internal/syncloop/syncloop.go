@@ -1,7 +1,8 @@
 // Package syncloop runs a controller's sync the way knet's controllers share: informer events
 // only mark work dirty; syncs run at least MinInterval apart, so a burst of events becomes one
 // sync; a change marked with MarkWithin may wait a little for a related one; a failed sync is
-// retried with exponential backoff; and a periodic resync runs even without events. It owns no state of the controller and touches nothing but its timers.
+// retried with exponential backoff; and a periodic resync runs even without events. It owns no
+// state of the controller and touches nothing but its timers.
 package syncloop
 
 import (
