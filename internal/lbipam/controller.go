@@ -147,6 +147,11 @@ type Controller struct {
 	// Owned by the Run goroutine: problems already reported, so a
 	// persisting one is not repeated every sync.
 	warned map[string]bool
+	// Owned by the Run goroutine: Services whose status this controller
+	// wrote and whose informer copy does not show that write yet. A sync
+	// reads these instead of the cache, so it never allocates again for a
+	// Service it has just served (and, with a new pool, moves it).
+	written map[types.NamespacedName]*v1.Service
 }
 
 // NewController validates cfg (after Defaults) and builds a Controller. It
@@ -163,6 +168,7 @@ func NewController(cfg ControllerConfig) (*Controller, error) {
 		poolInformers: dynamicinformer.NewDynamicSharedInformerFactory(cfg.Dynamic, 0),
 		loop:          syncloop.New(syncloop.Config{MinInterval: cfg.MinSyncInterval, Resync: cfg.ResyncPeriod, RetryMin: cfg.RetryMin, RetryMax: cfg.RetryMax}),
 		warned:        map[string]bool{},
+		written:       map[types.NamespacedName]*v1.Service{},
 	}
 	mark := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.markDirty() },
@@ -280,6 +286,7 @@ func (c *Controller) inputs() (Inputs, []PoolProblem, map[string]*unstructured.U
 	if err != nil {
 		return Inputs{}, nil, nil, fmt.Errorf("list Services: %w", err)
 	}
+	svcs = c.withWrites(svcs)
 	nss, err := c.namespaces.List(labels.Everything())
 	if err != nil {
 		return Inputs{}, nil, nil, fmt.Errorf("list Namespaces: %w", err)
@@ -315,11 +322,46 @@ func (c *Controller) sync(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// withWrites replaces the cached Services whose latest status write the
+// informer has not delivered yet by the written object, and forgets writes
+// the cache has caught up with (same resourceVersion or the same ingress) or
+// whose Service is gone or was recreated.
+func (c *Controller) withWrites(svcs []*v1.Service) []*v1.Service {
+	if len(c.written) == 0 {
+		return svcs
+	}
+	seen := make(map[types.NamespacedName]bool, len(c.written))
+	out := slices.Clone(svcs)
+	for i, svc := range out {
+		key := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
+		w, ok := c.written[key]
+		if !ok {
+			continue
+		}
+		seen[key] = true
+		if w.UID != svc.UID || w.ResourceVersion == svc.ResourceVersion ||
+			slices.Equal(ingressIPs(w), ingressIPs(svc)) {
+			delete(c.written, key)
+			continue
+		}
+		out[i] = w
+	}
+	for key := range c.written {
+		if !seen[key] {
+			delete(c.written, key)
+		}
+	}
+	return out
+}
+
 // apply writes one Service's status if it differs from want.
 func (c *Controller) apply(ctx context.Context, key types.NamespacedName, want Allocation) error {
 	svc, err := c.services.Services(key.Namespace).Get(key.Name)
 	if err != nil {
 		return nil // deleted since the snapshot: nothing to write
+	}
+	if w := c.written[key]; w != nil && w.UID == svc.UID {
+		svc = w // the cache has not seen our last write yet
 	}
 	cur := ingressIPs(svc)
 	if (!want.IP.IsValid() && len(svc.Status.LoadBalancer.Ingress) == 0) ||
@@ -332,9 +374,11 @@ func (c *Controller) apply(ctx context.Context, key types.NamespacedName, want A
 		vip := v1.LoadBalancerIPModeVIP
 		upd.Status.LoadBalancer.Ingress = []v1.LoadBalancerIngress{{IP: want.IP.String(), IPMode: &vip}}
 	}
-	if _, err := c.cfg.Client.CoreV1().Services(key.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil {
+	got, err := c.cfg.Client.CoreV1().Services(key.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{})
+	if err != nil {
 		return fmt.Errorf("update status of Service %s: %w", key, err)
 	}
+	c.written[key] = got
 	if want.IP.IsValid() {
 		c.log.Info("assigned LoadBalancer address", "service", key.String(), "ip", want.IP, "pool", want.Pool, "previous", cur)
 		c.cfg.Recorder.Eventf(svc, v1.EventTypeNormal, "IPAllocated", "Assigned IP %s from pool %q", want.IP, want.Pool)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/record"
@@ -227,5 +228,45 @@ func TestSpeakerConfigValidate(t *testing.T) {
 	}
 	if cfg.Interface != "eth0" || cfg.HeartbeatInterval != 100*time.Millisecond || cfg.MissedHeartbeats != 3 {
 		t.Errorf("defaults: %+v", cfg)
+	}
+}
+
+// A sync must not act on a cached Service that predates the controller's own status write:
+// withWrites shows the written object until the informer catches up, then forgets it.
+func TestControllerReadsItsOwnWritesUntilTheCacheHasThem(t *testing.T) {
+	svc := func(rv, uid string, ips ...string) *v1.Service {
+		s := &v1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "s", ResourceVersion: rv, UID: types.UID(uid)}}
+		for _, ip := range ips {
+			s.Status.LoadBalancer.Ingress = append(s.Status.LoadBalancer.Ingress, v1.LoadBalancerIngress{IP: ip})
+		}
+		return s
+	}
+	key := types.NamespacedName{Namespace: "a", Name: "s"}
+	for _, tc := range []struct {
+		name     string
+		cached   []*v1.Service
+		wantIP   string // ingress seen by the sync, "" for none or no Service
+		wantKept bool   // the write is still remembered afterwards
+	}{
+		{"cache behind the write", []*v1.Service{svc("1", "u")}, "10.0.0.1", true},
+		{"cache has the write", []*v1.Service{svc("2", "u", "10.0.0.1")}, "10.0.0.1", false},
+		{"cache at the written resourceVersion", []*v1.Service{svc("2", "u")}, "", false},
+		{"Service recreated", []*v1.Service{svc("5", "other")}, "", false},
+		{"Service deleted", nil, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Controller{written: map[types.NamespacedName]*v1.Service{key: svc("2", "u", "10.0.0.1")}}
+			got := c.withWrites(tc.cached)
+			ip := ""
+			if len(got) == 1 && len(got[0].Status.LoadBalancer.Ingress) == 1 {
+				ip = got[0].Status.LoadBalancer.Ingress[0].IP
+			}
+			if ip != tc.wantIP {
+				t.Errorf("the sync sees ingress %q, want %q", ip, tc.wantIP)
+			}
+			if _, kept := c.written[key]; kept != tc.wantKept {
+				t.Errorf("write remembered = %v, want %v", kept, tc.wantKept)
+			}
+		})
 	}
 }
