@@ -71,6 +71,11 @@ func New(inner knftables.Interface) (*Session, error) {
 
 // Run applies tx atomically, as knftables' Run does.
 func (s *Session) Run(ctx context.Context, tx *knftables.Transaction) error {
+	if tx.NumOperations() > maxScript/16 {
+		// Over maxScript for sure (every operation renders to more than 16 bytes): skip
+		// rendering it here, since knftables' Run renders it again.
+		return s.Interface.Run(ctx, tx)
+	}
 	script := tx.String()
 	// knftables records an invalid operation as a trailing "# ERROR:" comment, which nft
 	// would skip; its own Run returns that error without running anything.
@@ -92,13 +97,11 @@ func (s *Session) Run(ctx context.Context, tx *knftables.Transaction) error {
 	out, err := s.proc.run(ctx, script)
 	if err != nil {
 		// The process is gone or stuck, and whether tx was committed is unknown.
-		s.proc.stop()
-		s.proc = nil
+		s.endProcess()
 		return fmt.Errorf("nft session: %w", err)
 	}
 	if s.proc.runs >= maxRuns {
-		s.proc.stop()
-		s.proc = nil
+		s.endProcess()
 	}
 	if strings.Contains(out, "Error:") {
 		// nft rejected the batch, so nothing of it was applied. Running it once more the
@@ -113,11 +116,16 @@ func (s *Session) Run(ctx context.Context, tx *knftables.Transaction) error {
 func (s *Session) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.endProcess()
+	return nil
+}
+
+// endProcess stops the nft process, if any; the next Run starts another. Call with s.mu held.
+func (s *Session) endProcess() {
 	if s.proc != nil {
 		s.proc.stop()
 		s.proc = nil
 	}
-	return nil
 }
 
 // process is one `nft -i` with its script memfd and output pipe.

@@ -165,9 +165,18 @@ func TestSessionHandsLargeTransactionsToKnftables(t *testing.T) {
 	old := maxScript
 	maxScript = 100
 	t.Cleanup(func() { maxScript = old })
+	// Few operations but over maxScript bytes.
 	tx := s.NewTransaction()
 	tx.Add(&knftables.Table{})
-	tx.Add(&knftables.Set{Name: "addrs", Type: "ipv4_addr"})
+	tx.Add(&knftables.Set{Name: "addrs", Type: "ipv4_addr", Comment: knftables.PtrTo(strings.Repeat("x", 100))})
+	if err := run(t, s, in, tx); err != nil {
+		t.Fatal(err)
+	}
+	if p := pid(s); p != 0 {
+		t.Errorf("a %d-byte transaction started the session's process (pid %d)", len(tx.String()), p)
+	}
+	// Many operations.
+	tx = s.NewTransaction()
 	for i := range 10 {
 		tx.Add(&knftables.Element{Set: "addrs", Key: []string{"10.2.0." + strconv.Itoa(i+1)}})
 	}

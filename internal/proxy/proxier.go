@@ -142,12 +142,20 @@ const labelProxyName = "service.kubernetes.io/service-proxy-name"
 
 // markDirty asks for a sync. At debug level it logs the event, so a
 // Service's programming latency can be followed from event to nft.
-func (p *Proxier) markDirty(kind, op string, obj any) {
+func (p *Proxier) markDirty(kind, op string, obj any) { p.markDirtyWithin(kind, op, obj, 0) }
+
+// markDirtyWithin is markDirty for a change that may wait up to wait for a
+// related one (0: sync at once).
+func (p *Proxier) markDirtyWithin(kind, op string, obj any, wait time.Duration) {
 	p.dirtySince.CompareAndSwap(0, time.Now().UnixNano())
-	p.loop.Mark()
+	if wait > 0 {
+		p.loop.MarkWithin(wait)
+	} else {
+		p.loop.Mark()
+	}
 	if p.log.Enabled(context.Background(), slog.LevelDebug) {
 		key, _ := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
-		p.log.Debug("event", "kind", kind, "op", op, "key", key)
+		p.log.Debug("event", "kind", kind, "op", op, "key", key, "wait", wait)
 	}
 }
 
@@ -166,11 +174,7 @@ func (p *Proxier) serviceAdded(obj any) {
 		p.markDirty("Service", "add", obj)
 		return
 	}
-	p.dirtySince.CompareAndSwap(0, time.Now().UnixNano())
-	p.loop.MarkWithin(p.cfg.NewServiceWait)
-	if p.log.Enabled(context.Background(), slog.LevelDebug) {
-		p.log.Debug("event", "kind", "Service", "op", "add", "key", svc.Namespace+"/"+svc.Name, "waitForSlice", p.cfg.NewServiceWait)
-	}
+	p.markDirtyWithin("Service", "add", obj, p.cfg.NewServiceWait)
 }
 
 // Synced is closed after the first successful sync.
